@@ -1,0 +1,110 @@
+"""Saving and loading models: ``model.safetensors`` + ``card.json`` in one folder.
+
+Only safetensors and JSON are ever read (no pickle). A card whose class list or
+architecture does not match the tensors fails with :class:`ModelLoadError` naming
+the mismatch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .registry import ModelConfig, build_model, resolve_config
+
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+
+
+class ModelLoadError(ValueError):
+    """A model folder that cannot be loaded: missing files, bad card, mismatched tensors."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_model(model: nn.Module, folder: str | Path, card: dict[str, Any], half: bool = False) -> Path:
+    """Write the weights (fp16 when ``half``) and ``card`` (which must hold ``classes``;
+    the model config is added under ``model``) to ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        tensors[k] = v.contiguous()
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".weights.")
+    os.close(fd)
+    save_file(tensors, tmp, metadata={"format": "pt"})
+    os.replace(tmp, folder / WEIGHTS_FILE)
+    card = {**card, "model": model.config.to_dict(), "weights_dtype": "float16" if half else "float32"}
+    atomic_write_text(folder / CARD_FILE, json.dumps(card, indent=2, ensure_ascii=False))
+    return folder
+
+
+def read_card(folder: str | Path) -> dict[str, Any]:
+    """The card of a model folder, checked for the keys a model needs."""
+    path = Path(folder) / CARD_FILE
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ModelLoadError(f"{path}: no model card") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{path}: card is not valid JSON ({err})") from err
+    for key in ("classes", "model"):
+        if key not in card:
+            raise ModelLoadError(f"{path}: card lacks '{key}'")
+    if card["model"].get("num_classes") != len(card["classes"]):
+        raise ModelLoadError(
+            f"{path}: card lists {len(card['classes'])} classes but the model has {card['model'].get('num_classes')} outputs"
+        )
+    return card
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Model (eval mode, float32, on ``device``) and card from a folder written by :func:`save_model`."""
+    folder = Path(folder)
+    card = read_card(folder)
+    try:
+        cfg: ModelConfig = resolve_config({**card["model"], "pretrained": None})
+        model = build_model(cfg)
+    except (TypeError, ValueError) as err:
+        raise ModelLoadError(f"{folder}: card describes no buildable model ({err})") from err
+    try:
+        tensors = load_file(str(folder / WEIGHTS_FILE))
+    except FileNotFoundError as err:
+        raise ModelLoadError(f"{folder}: no {WEIGHTS_FILE}") from err
+    except (SafetensorError, OSError) as err:
+        raise ModelLoadError(f"{folder}/{WEIGHTS_FILE}: unreadable ({err})") from err
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    wrong = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    if missing or extra or wrong:
+        detail = "; ".join(
+            s for s in (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {extra[:3]}" if extra else "",
+                f"wrong shape {[(k, tuple(tensors[k].shape), tuple(own[k].shape)) for k in wrong[:3]]}" if wrong else "",
+            ) if s
+        )
+        raise ModelLoadError(f"{folder}: weights do not match the card's model: {detail}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+    cfg.pretrained = card["model"].get("pretrained")
+    return model.to(device).eval(), card
