@@ -1,0 +1,1 @@
+"""Data: image decoding, preprocessing, datasets, leakage-free splits, augmentation."""

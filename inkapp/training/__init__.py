@@ -1,0 +1,1 @@
+"""inkapp.training"""
