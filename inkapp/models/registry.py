@@ -74,8 +74,7 @@ def resolve_config(config: dict[str, Any] | str | Path) -> ModelConfig:
     merged.update({k: v for k, v in config.items() if k != "options"})
     merged["arch"] = variant["arch"]
     merged["options"] = {**variant.get("options", {}), **config.get("options", {})}
-    if "num_classes" not in merged:
-        raise ValueError("model config needs num_classes")
+    merged.setdefault("num_classes", 0)  # filled in from the data by the training scripts
     known = set(ModelConfig.__dataclass_fields__)
     unknown = set(merged) - known
     if unknown:
@@ -86,6 +85,8 @@ def resolve_config(config: dict[str, Any] | str | Path) -> ModelConfig:
 def build_model(config: dict[str, Any] | str | Path | ModelConfig) -> nn.Module:
     """Build the model a config describes (weights per ``pretrained``)."""
     cfg = config if isinstance(config, ModelConfig) else resolve_config(config)
+    if cfg.num_classes < 1:
+        raise ValueError(f"model config needs num_classes ≥ 1, got {cfg.num_classes}")
     kwargs = dict(cfg.options)
     if cfg.arch != "smallcnn":
         kwargs.update(backbone=cfg.backbone, pretrained=cfg.pretrained)

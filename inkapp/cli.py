@@ -1,0 +1,171 @@
+"""The ``inkapp`` command line. Heavy imports happen inside each subcommand so
+``inkapp --help`` stays fast."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .models import build_model, describe, list_variants
+
+    rows = []
+    for name in list_variants():
+        d = describe(name)
+        m = build_model({"arch": name, "num_classes": 4, "pretrained": None})
+        rows.append({"name": name, "arch": d["arch"], "backbone": d.get("backbone"), "image_size": d.get("image_size"),
+                     "grayscale": d.get("grayscale"), "options": d.get("options", {}),
+                     "params": sum(p.numel() for p in m.parameters()), "description": d.get("description", "")})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"{'name':24} {'backbone':24} {'size':>5} {'params (4 classes)':>19}  description")
+        for r in rows:
+            print(f"{r['name']:24} {str(r['backbone']):24} {r['image_size']:>5} {r['params']:>19,}  {r['description']}")
+    return 0
+
+
+def _model_folder(task: str, weights: str | None) -> Path:
+    from .paths import shipped_weights
+
+    return Path(weights) if weights else shipped_weights(task)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from .training.config import load_config
+    from .training.run import run
+
+    overrides = {}
+    if args.data:
+        overrides["data"] = args.data
+    if args.epochs is not None:
+        overrides["train.epochs"] = args.epochs
+    if args.seed is not None:
+        overrides["train.seed"] = args.seed
+    cfg = load_config(args.config, overrides)
+    out = Path(args.out) if args.out else Path("runs") / f"{cfg.task}-{datetime.now():%Y%m%d-%H%M%S}"
+    run(cfg, out, corrections=args.corrections, resume=args.resume, log=lambda s: print(s, file=sys.stderr, flush=True))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .training.evaluate import evaluate_folder
+
+    result = evaluate_folder(_model_folder(args.task, args.weights), args.data, args.task)
+    print(json.dumps(result))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .data.images import ImageError, load_image
+    from .inference import Predictor
+
+    predictor = Predictor.from_folder(_model_folder(args.task, args.weights))
+    status = 0
+    for path in args.images:
+        try:
+            img = load_image(path)
+        except (ImageError, OSError) as err:
+            print(f"{path}: {err}", file=sys.stderr)
+            status = 1
+            continue
+        p = predictor.predict([img])[0]
+        print(json.dumps({"image": path, "task": predictor.task, "label": p.label, "confidence": round(p.confidence, 6),
+                          "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()}}, ensure_ascii=False),
+              flush=True)
+    return status
+
+
+def _cv(args: argparse.Namespace) -> int:
+    from .training.experiments import cross_validate
+
+    overrides = {"train.epochs": args.epochs} if args.epochs is not None else {}
+    cross_validate(args.config, args.folds, args.out, overrides, data=args.data)
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from .training.experiments import ablate
+
+    overrides = {"train.epochs": args.epochs} if args.epochs is not None else {}
+    ablate(args.config, [v.strip() for v in args.variants.split(",") if v.strip()], args.seeds, args.out, overrides,
+           data=args.data)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .ui.app import launch
+
+    launch()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inkapp", description="Curation studio for Chinese ink paintings and calligraphy.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("models", help="list registered architectures and variants with parameter counts")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_models)
+
+    s = sub.add_parser("train", help="train a model from a YAML config")
+    s.add_argument("--config", required=True)
+    s.add_argument("--data", help="ImageFolder tree or CSV manifest (overrides the config)")
+    s.add_argument("--corrections", help="experts' corrections CSV merged on top of the data")
+    s.add_argument("--out", help="run folder (default runs/<task>-<time>)")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("evaluate", help="evaluate a model on an ImageFolder tree; prints one JSON object")
+    s.add_argument("--task", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--weights", help="model folder (default: the shipped weights for TASK)")
+    s.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("predict", help="classify images; one JSON line per image")
+    s.add_argument("--task", required=True)
+    s.add_argument("images", nargs="+")
+    s.add_argument("--weights")
+    s.set_defaults(func=_predict)
+
+    s = sub.add_parser("cv", help="k-fold cross-validation: mean ± std of the test metrics")
+    s.add_argument("--config", required=True)
+    s.add_argument("--folds", type=int, default=10)
+    s.add_argument("--data")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--out", default=None)
+    s.set_defaults(func=_cv)
+
+    s = sub.add_parser("ablate", help="train variants on the same split and seeds; markdown + JSON table")
+    s.add_argument("--config", required=True)
+    s.add_argument("--variants", required=True, help="comma-separated registry names, e.g. bamnet-none,bamnet-bam")
+    s.add_argument("--seeds", type=int, default=3)
+    s.add_argument("--data")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--out", default=None)
+    s.set_defaults(func=_ablate)
+
+    s = sub.add_parser("serve", help="start the curation app (port from GRADIO_SERVER_PORT, default 7860)")
+    s.set_defaults(func=_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError) as err:
+        print(f"inkapp {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Robust image decoding shared by the CLI, the app and training.
+
+:func:`load_image` turns untrusted bytes (an upload, a file from a scraped data set)
+into a fully decoded 8-bit ``RGB`` or ``L`` image, or raises :class:`ImageError` with
+a one-line message the caller can show next to the file name. Limits are enforced
+before any expensive work: the byte size before reading a file, and the pixel count
+from the header before decoding (decompression bombs).
+
+Truncated or corrupt JPEG and PNG files are rejected by our own structural checks
+(PNG chunk CRCs up to ``IEND``; JPEG segment walk up to ``EOI``) in addition to
+Pillow's, so they are rejected even if some other module has switched on Pillow's
+process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES``. This module never changes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import threading
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 50 * 1024 * 1024  # default byte limit (50 MiB); env INKAPP_MAX_UPLOAD_MB
+MAX_PIXELS = 80_000_000  # default pixel limit (width × height); env INKAPP_MAX_PIXELS
+MIN_SIDE = 8  # pixels; anything smaller on either side is too small to classify
+
+ENV_MAX_UPLOAD_MB = "INKAPP_MAX_UPLOAD_MB"
+ENV_MAX_PIXELS = "INKAPP_MAX_PIXELS"
+
+# Pillow format name -> file extension used when storing the original bytes.
+# MPO is how Pillow reports multi-picture JPEGs written by many cameras.
+FORMAT_EXTENSIONS: dict[str, str] = {
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "PNG": "png",
+    "TIFF": "tif",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+}
+_OPEN_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP")  # MPO is opened via JPEG
+_SUPPORTED = "JPEG, PNG, TIFF, WebP, GIF, BMP"
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# warnings.catch_warnings mutates process-wide state; serialise our own uses of it.
+_WARNINGS_LOCK = threading.Lock()
+_HASH_CHUNK = 1024 * 1024
+
+
+class ImageError(ValueError):
+    """The input is not an acceptable image; ``str()`` is a one-line human message."""
+
+
+def _env_number(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+    if not value > 0:
+        raise ValueError(f"environment variable {name}={raw!r} must be positive")
+    return value
+
+
+def effective_max_bytes(override: int | None = None) -> int:
+    """Effective byte limit: ``override``, else ``INKAPP_MAX_UPLOAD_MB`` (MiB), else 50 MiB."""
+    if override is not None:
+        return int(override)
+    mib = _env_number(ENV_MAX_UPLOAD_MB)
+    return MAX_FILE_BYTES if mib is None else int(mib * 1024 * 1024)
+
+
+def effective_max_pixels(override: int | None = None) -> int:
+    """Effective pixel limit (width × height): ``override``, else ``INKAPP_MAX_PIXELS``, else 80 MP."""
+    if override is not None:
+        return int(override)
+    px = _env_number(ENV_MAX_PIXELS)
+    return MAX_PIXELS if px is None else int(px)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def _read_source(source: str | Path | bytes, limit: int) -> bytes:
+    """Return the bytes of ``source``, checking the size against ``limit`` before reading."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if len(data) > limit:
+            raise ImageError(f"file is too large ({_mib(len(data))}; limit {_mib(limit)})")
+        return data
+    try:
+        with open(source, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise ImageError(f"file is too large ({_mib(size)}; limit {_mib(limit)})")
+            data = f.read(limit + 1)  # bounded even if the file grows meanwhile
+    except ImageError:
+        raise
+    except OSError as e:
+        raise ImageError(f"cannot read file: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise ImageError(f"file is too large (more than {_mib(limit)})")
+    return data
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Walk the PNG chunks up to IEND checking lengths and CRCs; describe the first problem."""
+    view = memoryview(data)
+    pos, n = len(_PNG_SIGNATURE), len(data)
+    while True:
+        if pos + 12 > n:
+            return "truncated PNG (file ends before the IEND chunk)"
+        length = int.from_bytes(view[pos:pos + 4], "big")
+        ctype = bytes(view[pos + 4:pos + 8])
+        end = pos + 12 + length
+        if end > n:
+            return f"truncated PNG (file ends inside a {ctype.decode('latin-1')} chunk)"
+        if zlib.crc32(view[pos + 4:end - 4]) != int.from_bytes(view[end - 4:end], "big"):
+            return f"corrupt PNG (checksum mismatch in {ctype.decode('latin-1')} chunk)"
+        if ctype == b"IEND":
+            return None
+        pos = end
+
+
+def _jpeg_problem(data: bytes) -> str | None:
+    """Walk the JPEG marker segments and entropy-coded data up to the first EOI marker."""
+    n = len(data)
+    if not data.startswith(b"\xff\xd8"):
+        return "corrupt JPEG (missing start-of-image marker)"
+    pos = 2
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= n:
+            return "truncated JPEG (file ends before the end-of-image marker)"
+        marker = data[pos + 1]
+        if marker == 0xD9:  # EOI
+            return None
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # stuffing, TEM, RSTn
+            pos += 2
+        else:  # a segment with a 2-byte big-endian length that counts itself
+            if pos + 4 > n:
+                return "truncated JPEG (file ends inside a marker segment)"
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+
+
+def _to_l_from_high_bit_depth(im: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer or float grayscale -> 8-bit L, scaled rather than clipped."""
+    w, h = im.size
+    if im.mode.startswith("I;16"):
+        order = ">" if im.mode == "I;16B" else ("=" if im.mode == "I;16N" else "<")
+        arr = np.frombuffer(im.tobytes(), dtype=f"{order}u2").reshape(h, w).astype(np.uint32)
+        return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8))
+    arr = np.asarray(im, dtype=np.float64)
+    arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(arr.min()), float(arr.max())
+    if im.mode == "I" and lo >= 0 and hi <= 65535:  # 16-bit samples widened to 32 bits
+        scaled = arr / 257.0
+    elif im.mode == "F" and lo >= 0 and hi <= 1:  # normalised floats
+        scaled = arr * 255.0
+    else:  # arbitrary range: stretch to 0..255
+        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
+def _on_white(im: Image.Image, mode: str) -> Image.Image:
+    """Composite an image with alpha (``RGBA`` or ``LA``) onto paper white -> ``mode``."""
+    rgba = im.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert(mode)
+
+
+def _normalise_mode(im: Image.Image) -> Image.Image:
+    """Return a new 8-bit ``RGB`` or ``L`` image (alpha composited on white)."""
+    mode = im.mode
+    if mode in ("RGB", "L"):
+        return im.copy()
+    if mode == "1":
+        return im.convert("L")
+    if mode in ("LA", "La"):
+        return _on_white(im.convert("LA"), "L")
+    if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in im.info):
+        return _on_white(im, "RGB")
+    if mode.startswith("I") or mode == "F":
+        return _to_l_from_high_bit_depth(im)
+    return im.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV, RGBX, ...
+
+
+def decode_image(
+    source: str | Path | bytes,
+    *,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
+) -> tuple[Image.Image, str]:
+    """Decode ``source`` like :func:`load_image` and also return Pillow's format name.
+
+    The format name (e.g. ``"JPEG"``, ``"PNG"``) is a key of :data:`FORMAT_EXTENSIONS`.
+    """
+    byte_limit = effective_max_bytes(max_bytes)
+    pixel_limit = effective_max_pixels(max_pixels)
+    data = _read_source(source, byte_limit)
+    if not data:
+        raise ImageError("file is empty (0 bytes)")
+
+    # Header only. Pillow's own DecompressionBombWarning is silenced here because the
+    # configured pixel limit below is the policy; its hard error (2× its limit) stays.
+    try:
+        with _WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageError(f"not a recognised image (supported: {_SUPPORTED})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"image is too large to decode safely, possible decompression bomb: {e}") from None
+    except Exception as e:  # plugins raise many types (SyntaxError, struct.error, ...)
+        raise ImageError(f"corrupt image header: {e}") from None
+
+    fmt = im.format or "unknown"
+    try:
+        w, h = im.size
+        if w * h > pixel_limit:
+            raise ImageError(
+                f"image is too large: {w}×{h} px = {w * h / 1e6:.1f} megapixels exceeds the "
+                f"{pixel_limit / 1e6:g} megapixel limit (possible decompression bomb)")
+        if w < MIN_SIDE or h < MIN_SIDE:
+            raise ImageError(f"image is too small to classify ({w}×{h} px; "
+                             f"at least {MIN_SIDE} px on each side needed)")
+        problem = (_png_problem(data) if fmt == "PNG"
+                   else _jpeg_problem(data) if fmt in ("JPEG", "MPO") else None)
+        if problem:
+            raise ImageError(problem)
+        try:
+            im.load()  # Image.open leaves multi-frame files (GIF, WebP, TIFF) on frame 0
+        except Exception as e:
+            raise ImageError(f"corrupt or truncated {fmt} image: {e}") from None
+        try:
+            ImageOps.exif_transpose(im, in_place=True)
+        except Exception as e:  # a broken EXIF block should not cost the image
+            log.warning("ignoring unreadable EXIF orientation (%s: %s)", type(e).__name__, e)
+        try:
+            out = _normalise_mode(im)
+        except Exception as e:
+            raise ImageError(f"cannot convert {fmt} image in mode {im.mode}: {e}") from None
+    finally:
+        im.close()
+    return out, fmt
+
+
+def load_image(
+    source: str | Path | bytes,
+    *,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
+) -> Image.Image:
+    """Decode an untrusted image file or byte string into a fully loaded PIL image.
+
+    Args:
+        source: a path or the raw bytes of a JPEG, PNG, TIFF, WebP, GIF or BMP file.
+        max_bytes: size limit in bytes; default ``INKAPP_MAX_UPLOAD_MB`` (MiB) or 50 MiB,
+            read at call time. Checked before the file is read.
+        max_pixels: limit on width × height; default ``INKAPP_MAX_PIXELS`` or 80 000 000,
+            read at call time. Checked from the header before decoding.
+
+    Returns:
+        An ``RGB`` or ``L`` image with 8 bits per channel, EXIF orientation applied,
+        transparency composited on white, first frame only for animations/multi-page
+        files, 16-bit samples scaled to 8 bits, CMYK and palette converted to RGB,
+        1-bit converted to L. Size W×H is at least 8×8 px.
+
+    Raises:
+        ImageError: for any unacceptable input (empty, too large, not an image,
+            corrupt or truncated, decompression bomb, smaller than 8 px on a side).
+    """
+    return decode_image(source, max_bytes=max_bytes, max_pixels=max_pixels)[0]
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Lower-case hex SHA-256 (64 chars) of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Lower-case hex SHA-256 (64 chars) of a file, streamed in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,85 @@
+"""From model-input maps to overlays on the original image.
+
+Every spatial map a model produces (Grad-CAM heat, attention maps) covers the square
+letterboxed canvas. :func:`crop_to_image` cuts out the part where the image sits and
+resamples it to the image's own size, so overlays keep the true aspect ratio of a
+scroll or fan; :func:`overlay` blends a colour-mapped map onto the image.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from inkapp.data.preprocess import Letterbox
+
+COLORMAPS: dict[str, int] = {
+    "inferno": cv2.COLORMAP_INFERNO,
+    "jet": cv2.COLORMAP_JET,
+    "magma": cv2.COLORMAP_MAGMA,
+    "turbo": cv2.COLORMAP_TURBO,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+}
+
+
+def crop_to_image(map_2d: np.ndarray, box: Letterbox, out_size: tuple[int, int]) -> np.ndarray:
+    """Part of a canvas map under the image, resampled to ``out_size``.
+
+    ``map_2d`` is h×w (any resolution, e.g. the S×S Grad-CAM or a stride-32 attention
+    map) covering the whole ``box.size``×``box.size`` canvas; ``box`` is where the image
+    sits in the canvas (canvas pixels); ``out_size`` is (width, height) in pixels,
+    normally the original image size. The map is brought to canvas resolution
+    (bilinear, pixel centres aligned), the image's pixels are cut out exactly, and the
+    cut is resized to ``out_size`` (bilinear; area averaging when shrinking), so no
+    padding value bleeds into the image's edges. Returns float32 height×width in [0, 1].
+    """
+    src = np.asarray(map_2d, dtype=np.float32)
+    if src.ndim != 2:
+        raise ValueError(f"expected a 2-D map, got shape {src.shape}")
+    out_w, out_h = int(out_size[0]), int(out_size[1])
+    if out_w < 1 or out_h < 1:
+        raise ValueError(f"output size must be positive, got {out_size}")
+    if src.shape != (box.size, box.size):
+        src = cv2.resize(src, (box.size, box.size), interpolation=cv2.INTER_LINEAR)
+    cut = src[box.top:box.top + box.height, box.left:box.left + box.width]
+    shrink = out_w < box.width and out_h < box.height
+    out = cv2.resize(cut, (out_w, out_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def colorize(heat: np.ndarray, colormap: str = "inferno") -> np.ndarray:
+    """H×W map in [0, 1] -> uint8 RGB H×W×3 through ``colormap`` (a key of :data:`COLORMAPS`)."""
+    try:
+        code = COLORMAPS[colormap]
+    except KeyError:
+        raise ValueError(f"unknown colormap '{colormap}'; choose from {', '.join(COLORMAPS)}") from None
+    levels = np.rint(np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(levels, code), cv2.COLOR_BGR2RGB)  # OpenCV colour maps are BGR
+
+
+def overlay(image: Image.Image, heat: np.ndarray, opacity: float = 0.5, colormap: str = "inferno") -> Image.Image:
+    """Blend the colour-mapped ``heat`` (H×W in [0, 1]) onto ``image`` (any mode) at ``opacity``.
+
+    ``opacity`` in [0, 1]: 0 returns the image (as RGB), 1 the colour map alone. A heat
+    map of another size (e.g. computed for the full scan, shown on a downscaled display
+    copy) is resized bilinearly to the image. Returns an RGB image of the image's size.
+    """
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.ndim != 2:
+        raise ValueError(f"expected a 2-D heat map, got shape {heat.shape}")
+    width, height = image.size
+    if heat.shape != (height, width):
+        heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)
+    base = image.convert("RGB")
+    return Image.blend(base, Image.fromarray(colorize(heat, colormap)), opacity)
+
+
+def top_channels(weights: np.ndarray, k: int = 10) -> list[tuple[int, float]]:
+    """The ``k`` largest channel weights of a 1-D vector (e.g. DPAFM's A_c or BAM's
+    σ(M_c)) as (channel index, weight) pairs, largest first."""
+    w = np.asarray(weights, dtype=np.float32).ravel()
+    k = max(0, min(k, w.size))
+    order = np.argsort(-w, kind="stable")[:k]
+    return [(int(i), float(w[i])) for i in order]

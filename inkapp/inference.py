@@ -1,0 +1,194 @@
+"""Prediction and explanation for a saved model folder (``model.safetensors`` + ``card.json``).
+
+:class:`Predictor` is what the app and the CLI use:
+
+* :meth:`Predictor.predict` — batched class probabilities, safe to call from many
+  threads at once (no shared mutable state; ``torch.inference_mode``; autocast on CUDA);
+* :meth:`Predictor.analyse` — one image: prediction, Grad-CAM heat map and the model's
+  own attention maps from ONE forward + ONE backward pass, every map cropped to the
+  image region and resampled to the image's true size. The CAM path hooks the
+  model's target layer, so it is serialised by a lock held by the predictor (its hook
+  only acts for the analysing thread, so concurrent :meth:`predict` calls are unaffected).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from inkapp.data.preprocess import Preprocessor, normalise
+from inkapp.explain.cam import class_activation_map
+from inkapp.explain.overlay import crop_to_image
+from inkapp.models import load_model
+
+GATE_MAPS = ("gate_channel", "gate_spatial")  # InkFusionNet's DPAFM gates g_c, g_s
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction.
+
+    ``label`` — the arg-max class; ``confidence`` — its probability in [0, 1];
+    ``probabilities`` — class -> probability (sums to 1, in card order);
+    ``uncertain`` — the confidence is below the card's ``uncertainty_threshold``
+    (always False when the card has none); ``dynasty`` — the label's dynasty from the
+    card's ``dynasty`` table, if any.
+    """
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    uncertain: bool
+    dynasty: str | None = None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One image's prediction with its explanations; maps are height×width float32 in
+    [0, 1] at the requested size (default: the original image size).
+
+    * ``cam`` — the ``cam_method`` heat map for class ``cam_target``, scaled (by the
+      library) so that 1 is its maximum over the whole canvas, padding included;
+    * ``attention`` — the model's spatial attention maps by name (InkFusionNet:
+      ``dpafm_spatial``, ``gate_channel``, ``gate_spatial``, ``alpha_0``, ``alpha_1``;
+      BamNet: ``bam_spatial``, ``bam_attention``; other models: none);
+    * ``channel_weights`` — 1-D channel attention vectors by name (``dpafm_channel``,
+      ``bam_channel``), values in [0, 1];
+    * ``gates`` — mean DPAFM gate over the image region (``gate_channel`` = mean g_c,
+      ``gate_spatial`` = mean g_s; they sum to 1), when the model has them.
+    """
+
+    prediction: Prediction
+    cam: np.ndarray
+    cam_target: str
+    cam_method: str
+    attention: dict[str, np.ndarray]
+    channel_weights: dict[str, np.ndarray]
+    gates: dict[str, float]
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Predictor:
+    """A loaded model with its card, preprocessing and thresholds.
+
+    The predictor owns ``model``: it is moved to ``device``, put in eval mode and its
+    parameters are frozen (``requires_grad=False``; Grad-CAM differentiates the
+    activations only).
+    """
+
+    def __init__(self, model: nn.Module, card: dict[str, Any], device: str | torch.device | None = None) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.card = card
+        self.classes: list[str] = list(card["classes"])
+        self.task: str = card.get("task", "")
+        self.domain: str = card.get("domain", "")
+        self.version: str = str(card.get("version", ""))
+        self.preprocessor = Preprocessor.from_card(card)
+        threshold = card.get("uncertainty_threshold")
+        self.uncertainty_threshold: float | None = None if threshold is None else float(threshold)
+        self.dynasties: dict[str, str] = dict(card.get("dynasty") or {})
+        self._cam_lock = threading.Lock()
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device: str | torch.device | None = None) -> "Predictor":
+        """Load a model folder (raises :class:`inkapp.models.ModelLoadError` if unusable)
+        onto ``device`` (default: CUDA if available, else CPU)."""
+        device = torch.device(device) if device is not None else default_device()
+        model, card = load_model(folder, device)
+        return cls(model, card, device)
+
+    def _batch(self, images: list[Image.Image]) -> torch.Tensor:
+        """Images -> normalised N×3×S×S float32 on the device."""
+        canvases = torch.stack([self.preprocessor.canvas(img)[0] for img in images])
+        canvases = canvases.to(self.device, non_blocking=True)
+        return normalise(canvases, self.preprocessor.mean, self.preprocessor.std)
+
+    def _prediction(self, probs: np.ndarray) -> Prediction:
+        """K probabilities -> :class:`Prediction`."""
+        best = int(np.argmax(probs))
+        confidence = float(probs[best])
+        label = self.classes[best]
+        uncertain = self.uncertainty_threshold is not None and confidence < self.uncertainty_threshold
+        return Prediction(
+            label=label,
+            confidence=confidence,
+            probabilities={c: float(p) for c, p in zip(self.classes, probs)},
+            uncertain=uncertain,
+            dynasty=self.dynasties.get(label),
+        )
+
+    def predict(self, images: list[Image.Image], batch_size: int = 16) -> list[Prediction]:
+        """Predictions for ``images`` (any sizes and modes), in order, ``batch_size`` at a
+        time. Thread-safe. On CUDA the forward pass runs under float16 autocast (the
+        softmax is computed in float32)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out: list[Prediction] = []
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            for start in range(0, len(images), batch_size):
+                logits = self.model(self._batch(images[start:start + batch_size]))
+                probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+                out.extend(self._prediction(p) for p in probs)
+        return out
+
+    def class_index(self, target: str | int) -> int:
+        """Index of a class given by name or index (ValueError if there is no such class)."""
+        if isinstance(target, str):
+            if target not in self.classes:
+                raise ValueError(f"unknown class '{target}'; classes: {', '.join(self.classes)}")
+            return self.classes.index(target)
+        if not 0 <= int(target) < len(self.classes):
+            raise ValueError(f"class index {target} out of range for {len(self.classes)} classes")
+        return int(target)
+
+    def analyse(
+        self,
+        image: Image.Image,
+        cam_method: str = "gradcam",
+        target: str | int | None = None,
+        map_size: tuple[int, int] | None = None,
+    ) -> Analysis:
+        """Prediction, ``cam_method`` heat map and attention maps of ``image`` from one
+        forward + one backward pass (float32, no autocast).
+
+        ``target`` — class (name or index) the heat map explains; default the predicted
+        class. ``map_size`` — (width, height) of the returned maps in pixels; default
+        ``image.size`` (pass a display size for very large scans). Thread-safe; calls
+        are serialised.
+        """
+        index = None if target is None else self.class_index(target)
+        canvas, box = self.preprocessor.canvas(image)
+        x = normalise(canvas[None].to(self.device), self.preprocessor.mean, self.preprocessor.std)
+        with self._cam_lock:
+            result = class_activation_map(self.model, x, cam_method, index)
+        probs = torch.softmax(result.logits[0], dim=0).cpu().numpy()
+        size = image.size if map_size is None else map_size
+        attention: dict[str, np.ndarray] = {}
+        channel_weights: dict[str, np.ndarray] = {}
+        for name, tensor in result.attention.items():
+            values = tensor[0].float().cpu().numpy()
+            if values.ndim == 3:  # 1×h×w spatial map
+                attention[name] = crop_to_image(values[0], box, size)
+            else:  # C channel weights
+                channel_weights[name] = values
+        gates = {name: float(attention[name].mean()) for name in GATE_MAPS if name in attention}
+        return Analysis(
+            prediction=self._prediction(probs),
+            cam=crop_to_image(result.heat[0], box, size),
+            cam_target=self.classes[result.targets[0]],
+            cam_method=cam_method,
+            attention=attention,
+            channel_weights=channel_weights,
+            gates=gates,
+        )

@@ -1,0 +1,141 @@
+"""A training run, end to end: data -> leakage-free split -> train -> test metrics,
+uncertainty threshold, figures and a model folder (weights + card) in one run folder.
+
+Run folder layout::
+
+    <out>/model.safetensors, card.json      the trained model (loadable by inkapp.models.load_model)
+    <out>/split.json                        train/val/test file lists with labels
+    <out>/data_summary.json                 counts of used and skipped items and why
+    <out>/metrics.json                      test metrics (+ validation metrics, history)
+    <out>/figures/*.html, *.png             confusion matrices, ROC, curves
+    <out>/checkpoints/                      resumable state of the last epoch and the best one
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import __version__
+from ..data.preprocess import Preprocessor, normalise
+from ..data.splits import save_split, split_indices
+from ..models import build_model, normalisation, resolve_config, save_model
+from ..models.serialization import atomic_write_text
+from .config import TrainConfig
+from .data import PreparedData, prepare_data
+from .figures import write_figures
+from .loop import default_device, init_distributed, predict_probs, train_model
+from .metrics import classification_metrics
+
+#: Predictions at or above the uncertainty threshold should be right this often on validation data.
+TARGET_PRECISION = 0.98
+
+
+def uncertainty_threshold(probs: np.ndarray, y: np.ndarray, target: float = TARGET_PRECISION) -> dict[str, float]:
+    """Smallest confidence t such that validation predictions with confidence ≥ t are at
+    least ``target`` accurate; below t the app flags a prediction "uncertain".
+
+    When every validation prediction is right, t is the lowest confidence seen (no
+    evidence for trusting anything less confident). Also reports the share of
+    validation images at or above t (coverage) and their accuracy.
+    """
+    if len(y) == 0:
+        return {"threshold": 0.5, "coverage": 0.0, "accuracy_above": float("nan"), "target": target}
+    conf = probs.max(1)
+    right = probs.argmax(1) == y
+    order = np.argsort(-conf)
+    acc_top = np.cumsum(right[order]) / np.arange(1, len(y) + 1)
+    ok = np.nonzero(acc_top >= target)[0]
+    n = int(ok.max()) + 1 if len(ok) else 1
+    t = float(conf[order][n - 1])
+    above = conf >= t
+    return {"threshold": round(t, 4), "coverage": float(above.mean()), "accuracy_above": float(right[above].mean()),
+            "target": target}
+
+
+def _split_counts(data: PreparedData, split: dict[str, list[int]]) -> dict[str, dict[str, int]]:
+    return {part: {c: sum(1 for i in idx if data.targets[i] == k) for k, c in enumerate(data.classes)}
+            for part, idx in split.items()}
+
+
+def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None,
+        split: dict[str, list[int]] | None = None, data: PreparedData | None = None, resume: bool = False,
+        progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train and evaluate one model as ``cfg`` says; returns {"metrics", "card", "out"}.
+
+    ``split`` (indices into the prepared data) and ``data`` may be passed in to share them
+    between runs (cross-validation, ablations); otherwise a stratified near-duplicate-aware
+    split is made with ``cfg.split``.
+    """
+    t0 = time.time()
+    out = Path(out)
+    info = init_distributed()
+    mcfg = resolve_config(cfg.model)
+    if data is None:
+        data = prepare_data(cfg.data, cfg.task, mcfg.image_size, mcfg.grayscale, cfg.split.phash_threshold,
+                            corrections, progress=progress and info.main)
+    mcfg.num_classes = len(data.classes)
+    if split is None:
+        split = split_indices([data.samples[i].label for i in range(len(data.samples))], data.groups,
+                              cfg.split.ratios, cfg.split.seed)
+    mean, std = normalisation(mcfg.backbone) if mcfg.arch != "smallcnn" else ((0.5,) * 3, (0.5,) * 3)
+    pre = Preprocessor(mcfg.image_size, mcfg.grayscale, mean, std)
+    norm = lambda x: normalise(x, mean, std)  # noqa: E731
+    if info.main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_split(out / "split.json", data.samples, split)
+        atomic_write_text(out / "data_summary.json", json.dumps(
+            {**data.summary, "split_counts": _split_counts(data, split)}, indent=1, ensure_ascii=False))
+        log(f"{cfg.task}: {len(data.samples)} images, classes {data.classes}, "
+            f"train/val/test {len(split['train'])}/{len(split['val'])}/{len(split['test'])}")
+    model = build_model(mcfg)
+    model, history = train_model(model, data.canvases, data.targets, split, len(data.classes), norm, cfg.train,
+                                 out / "checkpoints", resume=resume, progress=progress, log=log)
+    result: dict[str, Any] = {"out": str(out)}
+    if not info.main:
+        return result
+    device = default_device()
+    tta = cfg.train.tta_hflip
+    val_probs = predict_probs(model, data.canvases[split["val"]], norm, device, tta_hflip=tta)
+    val_y = np.array([data.targets[i] for i in split["val"]])
+    test_probs = predict_probs(model, data.canvases[split["test"]], norm, device, tta_hflip=tta)
+    test_y = np.array([data.targets[i] for i in split["test"]])
+    metrics = classification_metrics(test_y, test_probs, data.classes)
+    val_metrics = classification_metrics(val_y, val_probs, data.classes)
+    threshold = uncertainty_threshold(val_probs, val_y)
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    card = {
+        "task": cfg.task,
+        "domain": cfg.domain,
+        "classes": data.classes,
+        "version": f"{cfg.task}-{mcfg.arch}-{created.replace(':', '').replace('-', '')}",
+        "created": created,
+        "inkapp_version": __version__,
+        "preprocessing": {**pre.to_card(), "tta_hflip": tta},
+        "uncertainty_threshold": threshold["threshold"],
+        "uncertainty": threshold,
+        "dynasty": cfg.dynasty,
+        "metrics": {k: metrics[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_auc",
+                                            "per_class", "confusion_matrix", "confusion_matrix_normalised")},
+        "val_metrics": {k: val_metrics[k] for k in ("n", "accuracy", "macro_f1")},
+        "training": {**cfg.to_dict(), "best_epoch": max(history, key=lambda h: h["val_acc"])["epoch"] if history else 0,
+                     "epochs_run": len(history), "wall_seconds": round(time.time() - t0, 1)},
+        "data": {"source": data.summary.get("source"), "used": data.summary.get("used"),
+                 "split_counts": _split_counts(data, split), "near_duplicate_groups": data.summary.get("near_duplicate_groups"),
+                 "corrections": data.summary.get("corrections")},
+        "split_file": "split.json",
+        "architecture": f"{type(model).__module__}.{type(model).__name__} (interpretations of the paper in its module docstring)",
+    }
+    save_model(model, out, card)
+    write_figures(out / "figures", metrics, test_y, test_probs, history)
+    atomic_write_text(out / "metrics.json", json.dumps({"test": metrics, "val": val_metrics, "uncertainty": threshold,
+                                                        "history": history, "wall_seconds": card["training"]["wall_seconds"]},
+                                                       indent=1))
+    log(f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+        f"wall {card['training']['wall_seconds']:.0f}s -> {out}")
+    result.update(metrics=metrics, card=card)
+    return result
