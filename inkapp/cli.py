@@ -48,7 +48,8 @@ def _train(args: argparse.Namespace) -> int:
         overrides["train.seed"] = args.seed
     cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.task}-{datetime.now():%Y%m%d-%H%M%S}"
-    run(cfg, out, corrections=args.corrections, resume=args.resume, log=lambda s: print(s, file=sys.stderr, flush=True))
+    run(cfg, out, corrections=args.corrections, resume=args.resume, split_file=args.split,
+        log=lambda s: print(s, file=sys.stderr, flush=True))
     return 0
 
 
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    s.add_argument("--split", help="reuse a saved split.json (e.g. the shipped model's): listed files keep their part, "
+                                   "new files (corrections) go to train")
     s.set_defaults(func=_train)
 
     s = sub.add_parser("evaluate", help="evaluate a model on an ImageFolder tree; prints one JSON object")

@@ -130,3 +130,14 @@ def save_split(path: str | Path, samples: list[Sample], split: dict[str, list[in
     """Write the split as JSON: part -> list of {path, label}."""
     doc = {part: [{"path": samples[i].path, "label": samples[i].label} for i in idx] for part, idx in split.items()}
     Path(path).write_text(json.dumps(doc, indent=1, ensure_ascii=False))
+
+
+def load_split(path: str | Path, samples: list[Sample]) -> dict[str, list[int]]:
+    """Indices of ``samples`` per part of a saved split (matched by resolved path).
+    Samples the file does not list (e.g. newly corrected images) go to train."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    part_of = {os.path.realpath(e["path"]): part for part, entries in doc.items() for e in entries}
+    out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for i, s in enumerate(samples):
+        out[part_of.get(os.path.realpath(s.path), "train")].append(i)
+    return out

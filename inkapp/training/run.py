@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..data.preprocess import Preprocessor, normalise
-from ..data.splits import save_split, split_indices
+from ..data.splits import load_split, save_split, split_indices
 from ..models import build_model, normalisation, resolve_config, save_model
 from ..models.serialization import atomic_write_text
 from .config import TrainConfig
@@ -64,6 +64,7 @@ def _split_counts(data: PreparedData, split: dict[str, list[int]]) -> dict[str, 
 
 def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None,
         split: dict[str, list[int]] | None = None, data: PreparedData | None = None, resume: bool = False,
+        split_file: str | Path | None = None,
         progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate one model as ``cfg`` says; returns {"metrics", "card", "out"}.
 
@@ -79,6 +80,8 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
         data = prepare_data(cfg.data, cfg.task, mcfg.image_size, mcfg.grayscale, cfg.split.phash_threshold,
                             corrections, progress=progress and info.main)
     mcfg.num_classes = len(data.classes)
+    if split is None and split_file:
+        split = load_split(split_file, data.samples)
     if split is None:
         split = split_indices([data.samples[i].label for i in range(len(data.samples))], data.groups,
                               cfg.split.ratios, cfg.split.seed)
