@@ -133,11 +133,17 @@ def save_split(path: str | Path, samples: list[Sample], split: dict[str, list[in
 
 
 def load_split(path: str | Path, samples: list[Sample]) -> dict[str, list[int]]:
-    """Indices of ``samples`` per part of a saved split (matched by resolved path).
-    Samples the file does not list (e.g. newly corrected images) go to train."""
+    """Indices of ``samples`` per part of a saved split. Files are matched by their last
+    two path components (``<class>/<file>``), so a split stays valid when the data folder
+    moves. Samples the file does not list (e.g. newly corrected images) go to train."""
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    part_of = {os.path.realpath(e["path"]): part for part, entries in doc.items() for e in entries}
+    part_of = {_tail(e["path"]): part for part, entries in doc.items() for e in entries}
     out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for i, s in enumerate(samples):
-        out[part_of.get(os.path.realpath(s.path), "train")].append(i)
+        out[part_of.get(_tail(s.path), "train")].append(i)
     return out
+
+
+def _tail(path: str) -> str:
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}"
