@@ -1,0 +1,230 @@
+"""Browser-free analysis behind the Analyse tab.
+
+:func:`analyse_image` takes image bytes (or a path), decides the domain, runs every task
+model of that domain once (prediction + heat map + attention maps in one pass, see
+:meth:`inkapp.inference.Predictor.analyse`) and renders what the curator sees per task:
+label, confidence, uncertain flag, dynasty, a probability chart, the CAM overlay, the
+model's own attention overlays, gate weights and a top-channel chart. All maps are
+produced at the size of a display copy (longest side ≤ :data:`DISPLAY_MAX_SIDE`) with
+the image's true aspect ratio. Raw maps are cached (:class:`AnalysisCache`) so moving
+the opacity slider or switching back to an image does not run the model again.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import plotly.graph_objects as go
+from PIL import Image
+
+from inkapp.data.images import decode_image, sha256_bytes
+from inkapp.explain.overlay import overlay
+from inkapp.inference import Analysis, Predictor
+from inkapp.paths import TASKS_BY_DOMAIN
+
+from .charts import channel_chart, probability_chart
+from .domain import AUTO, DomainDecision, decide_domain
+from .hub import ModelHub
+from .uploads import UploadItem
+
+DISPLAY_MAX_SIDE = 1024
+COLORMAP = "inferno"
+#: Menu label -> :data:`inkapp.explain.cam.CAM_METHODS` key.
+CAM_METHODS: dict[str, str] = {"GradCAM": "gradcam", "GradCAM++": "gradcam++", "EigenCAM": "eigencam"}
+#: Spatial attention maps shown as overlays, with captions (gate maps are shown as numbers).
+ATTENTION_CAPTIONS: dict[str, str] = {
+    "dpafm_spatial": "DPAFM spatial attention A_s",
+    "alpha_0": "cross-layer fusion weight α (level 1)",
+    "alpha_1": "cross-layer fusion weight α (level 2)",
+    "bam_spatial": "BAM spatial attention M_s",
+    "bam_attention": "BAM attention 1 + σ(M_c + M_s), channel mean",
+}
+GATE_CAPTIONS: dict[str, str] = {"gate_channel": "g_c (channel path)", "gate_spatial": "g_s (spatial path)"}
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded upload: its bytes' SHA-256, the full image and a display copy."""
+
+    name: str
+    sha256: str
+    data: bytes
+    image: Image.Image
+    display: Image.Image
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """Everything the Analyse tab shows for one task of one image.
+
+    When the task has no usable model only ``task`` and ``error`` are meaningful.
+    """
+
+    task: str
+    error: str = ""
+    model_version: str = ""
+    classes: list[str] = field(default_factory=list)
+    label: str = ""
+    confidence: float = 0.0
+    uncertain: bool = False
+    threshold: float | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    dynasties: list[tuple[str, float]] = field(default_factory=list)
+    cam_method: str = ""
+    cam_target: str = ""
+    probability_chart: go.Figure | None = None
+    cam_overlay: Image.Image | None = None
+    attention_overlays: list[tuple[Image.Image, str]] = field(default_factory=list)
+    gates: dict[str, float] = field(default_factory=dict)
+    channel_chart: go.Figure | None = None
+
+    @property
+    def dynasty_text(self) -> str:
+        """E.g. ``"Tang 97% · Yuan 3%"`` (empty when the task has no dynasty table)."""
+        return " · ".join(f"{name} {p:.0%}" for name, p in self.dynasties)
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    """One image's analysis: its identity, size, display copy, domain and per-task views."""
+
+    name: str
+    sha256: str
+    width: int
+    height: int
+    display: Image.Image
+    domain: DomainDecision
+    tasks: list[TaskView]
+
+
+class AnalysisCache:
+    """Thread-safe LRU of raw :class:`Analysis` results keyed by image, model and explanation."""
+
+    def __init__(self, max_entries: int = 64) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, Analysis] = OrderedDict()
+
+    def get_or_compute(self, key: tuple, compute) -> Analysis:
+        """The cached value for ``key``, else ``compute()`` stored under it."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        value = compute()
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return value
+
+
+def display_copy(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
+    """RGB copy of ``image`` with its longest side at most ``max_side`` (aspect ratio kept)."""
+    copy = image.convert("RGB")
+    if max(copy.size) > max_side:
+        copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return copy
+
+
+def load_upload(data: bytes, name: str) -> LoadedImage:
+    """Decode uploaded bytes (:class:`inkapp.data.images.ImageError` with a one-line
+    message for anything unacceptable)."""
+    image, _ = decode_image(data)
+    return LoadedImage(name=name, sha256=sha256_bytes(data), data=data, image=image, display=display_copy(image))
+
+
+def dynasty_probabilities(probabilities: dict[str, float], dynasty_of: dict[str, str]) -> list[tuple[str, float]]:
+    """Probability per dynasty (the sum over its classes), most likely first; classes
+    without a dynasty are left out. Empty when ``dynasty_of`` is empty."""
+    totals: dict[str, float] = {}
+    for cls, p in probabilities.items():
+        if cls in dynasty_of:
+            totals[dynasty_of[cls]] = totals.get(dynasty_of[cls], 0.0) + p
+    return sorted(totals.items(), key=lambda kv: -kv[1])
+
+
+def _task_view(predictor: Predictor, result: Analysis, display: Image.Image, opacity: float) -> TaskView:
+    p = result.prediction
+    attention = [(overlay(display, result.attention[name], opacity, COLORMAP), caption)
+                 for name, caption in ATTENTION_CAPTIONS.items() if name in result.attention]
+    channels = next(iter(result.channel_weights.items()), None)
+    return TaskView(
+        task=predictor.task,
+        model_version=predictor.version,
+        classes=list(predictor.classes),
+        label=p.label,
+        confidence=p.confidence,
+        uncertain=p.uncertain,
+        threshold=predictor.uncertainty_threshold,
+        probabilities=dict(p.probabilities),
+        dynasties=dynasty_probabilities(p.probabilities, predictor.dynasties),
+        cam_method=result.cam_method,
+        cam_target=result.cam_target,
+        probability_chart=probability_chart(p.probabilities, predictor.uncertainty_threshold),
+        cam_overlay=overlay(display, result.cam, opacity, COLORMAP),
+        attention_overlays=attention,
+        gates={GATE_CAPTIONS[k]: v for k, v in result.gates.items() if k in GATE_CAPTIONS},
+        channel_chart=None if channels is None else channel_chart(channels[1], channels[0]),
+    )
+
+
+def analyse_loaded(
+    hub: ModelHub,
+    loaded: LoadedImage,
+    domain: str = AUTO,
+    cam_method: str = "GradCAM",
+    target_by_task: dict[str, str] | None = None,
+    opacity: float = 0.5,
+    cache: AnalysisCache | None = None,
+) -> ImageAnalysis:
+    """Analyse a decoded upload with every task model of its domain (see :func:`analyse_image`)."""
+    if cam_method not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {cam_method!r}; choose from {', '.join(CAM_METHODS)}")
+    method = CAM_METHODS[cam_method]
+    targets = target_by_task or {}
+    decision = decide_domain(hub, loaded.image, domain)
+    views: list[TaskView] = []
+    for task in TASKS_BY_DOMAIN[decision.domain]:
+        predictor = hub.predictor(task)
+        if predictor is None:
+            views.append(TaskView(task=task, error=hub.status(task).message or "no model loaded"))
+            continue
+        target = targets.get(task) if targets.get(task) in predictor.classes else None
+        key = (loaded.sha256, task, id(predictor), method, target, loaded.display.size)
+
+        def compute(predictor: Predictor = predictor, target: str | None = target) -> Analysis:
+            return predictor.analyse(loaded.image, method, target, map_size=loaded.display.size)
+
+        result = cache.get_or_compute(key, compute) if cache is not None else compute()
+        views.append(_task_view(predictor, result, loaded.display, opacity))
+    width, height = loaded.image.size
+    return ImageAnalysis(name=loaded.name, sha256=loaded.sha256, width=width, height=height,
+                         display=loaded.display, domain=decision, tasks=views)
+
+
+def analyse_image(
+    hub: ModelHub,
+    source: bytes | str | Path,
+    domain: str = AUTO,
+    cam_method: str = "GradCAM",
+    target_by_task: dict[str, str] | None = None,
+    opacity: float = 0.5,
+    cache: AnalysisCache | None = None,
+) -> ImageAnalysis:
+    """Analyse one image given as bytes or a file path.
+
+    ``domain`` — ``"auto"``, ``"painting"`` or ``"calligraphy"`` (see
+    :func:`inkapp.ui.domain.decide_domain`); ``cam_method`` — a key of
+    :data:`CAM_METHODS`; ``target_by_task`` — the class each task's heat map should
+    explain (default: its predicted class); ``opacity`` — overlay opacity in [0, 1].
+
+    Raises :class:`inkapp.data.images.ImageError` (one-line message) for a bad upload.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        data, name = bytes(source), "upload"
+    else:
+        data, name = UploadItem(Path(source).name, Path(source)).read_bytes(), Path(source).name
+    return analyse_loaded(hub, load_upload(data, name), domain, cam_method, target_by_task, opacity, cache)

@@ -1,0 +1,106 @@
+"""All task models of the app, loaded once at startup.
+
+For every task the :class:`ModelHub` loads the expert-promoted version recorded in
+``<data_dir>/models/<task>/active.json`` if there is one, else the shipped weights
+(``$INKAPP_WEIGHTS_DIR/<task>`` or ``weights/<task>``). A promoted model that cannot
+be loaded is reported and the shipped one is used instead; a task without any usable
+model stays unavailable with a one-line reason while the other tasks keep serving.
+The optional painting-vs-calligraphy model (task ``domain``) is loaded the same way.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from inkapp.inference import Predictor
+from inkapp.models import ModelLoadError
+from inkapp.paths import TASKS, shipped_weights
+
+from .versions import VersionError, active_folder
+
+log = logging.getLogger(__name__)
+
+DOMAIN_TASK = "domain"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Which model a task uses and why.
+
+    ``source`` is ``"promoted"``, ``"shipped"`` or ``"missing"``; ``folder`` the model
+    folder in use (None when missing); ``message`` a one-line note for the curator
+    (why the task is unavailable, or why a promoted model was skipped), else "".
+    """
+
+    task: str
+    source: str
+    folder: Path | None
+    version: str
+    message: str
+
+
+class ModelHub:
+    """Predictors by task, loaded once; :meth:`reload` swaps one task's model in place.
+
+    Reads are lock-free snapshots of immutable entries, so requests in flight keep the
+    predictor they started with while a reload happens.
+    """
+
+    def __init__(self, data_dir: Path, tasks: list[str] | None = None, device: str | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.tasks: list[str] = list(tasks if tasks is not None else TASKS)
+        self._device = device
+        self._lock = threading.Lock()
+        self._predictors: dict[str, Predictor] = {}
+        self._status: dict[str, ModelStatus] = {}
+        for task in [*self.tasks, DOMAIN_TASK]:
+            self.reload(task)
+
+    def reload(self, task: str) -> ModelStatus:
+        """(Re)load ``task``'s model: the promoted version if any and loadable, else the shipped one."""
+        notes: list[str] = []
+        predictor: Predictor | None = None
+        status: ModelStatus
+        try:
+            promoted = active_folder(self.data_dir, task)
+        except VersionError as err:
+            promoted, notes = None, [f"promoted version ignored: {err}"]
+        if promoted is not None:
+            try:
+                predictor = Predictor.from_folder(promoted, self._device)
+                status = ModelStatus(task, "promoted", promoted, predictor.version, "")
+            except ModelLoadError as err:
+                notes.append(f"promoted model unusable, using the shipped one: {err}")
+        if predictor is None:
+            folder = shipped_weights(task)
+            try:
+                predictor = Predictor.from_folder(folder, self._device)
+                status = ModelStatus(task, "shipped", folder, predictor.version, "; ".join(notes))
+            except ModelLoadError as err:
+                notes.append(f"no usable model: {err}")
+                status = ModelStatus(task, "missing", None, "", "; ".join(notes))
+        if status.message:  # an absent optional domain model is normal, anything else worth a warning
+            optional = task == DOMAIN_TASK and status.source == "missing"
+            log.log(logging.INFO if optional else logging.WARNING, "%s: %s", task, status.message)
+        with self._lock:
+            if predictor is None:
+                self._predictors.pop(task, None)
+            else:
+                self._predictors[task] = predictor
+            self._status[task] = status
+        return status
+
+    def predictor(self, task: str) -> Predictor | None:
+        """The loaded predictor of ``task`` or None when it has no usable model."""
+        return self._predictors.get(task)
+
+    def status(self, task: str) -> ModelStatus:
+        """How ``task``'s model was loaded (KeyError for a task the hub does not serve)."""
+        return self._status[task]
+
+    @property
+    def domain_predictor(self) -> Predictor | None:
+        """The painting-vs-calligraphy model, when one is installed."""
+        return self._predictors.get(DOMAIN_TASK)

@@ -1,0 +1,138 @@
+"""Expert-promoted model versions kept in the data directory.
+
+Layout under ``<data_dir>/models/<task>/``::
+
+    active.json                  {"version", "folder", "promoted_at", "promoted_from"} — the version in use
+    <version>/                   a promoted model folder (weights, card, metrics, split), never overwritten
+    candidates/<timestamp>/      retraining output waiting for Promote or Discard
+
+Shipped weights (``weights/<task>``) are never written. Without ``active.json`` the app
+uses the shipped model; Promote copies a candidate into its own version folder and then
+swaps ``active.json`` atomically, so a crash leaves either the old or the new version active.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from inkapp.models import ModelLoadError, read_card
+from inkapp.models.serialization import CARD_FILE, WEIGHTS_FILE, atomic_write_text
+
+ACTIVE_FILE = "active.json"
+CANDIDATES = "candidates"
+#: Files of a training run folder copied on promotion (checkpoints and figures stay behind).
+PROMOTED_FILES = (WEIGHTS_FILE, CARD_FILE, "metrics.json", "split.json", "data_summary.json", "comparison.json")
+
+
+class VersionError(ValueError):
+    """A promotion or discard that cannot be done; ``str()`` is a one-line message."""
+
+
+def task_root(data_dir: Path, task: str) -> Path:
+    """``<data_dir>/models/<task>``."""
+    return Path(data_dir) / "models" / task
+
+
+def candidates_root(data_dir: Path, task: str) -> Path:
+    """``<data_dir>/models/<task>/candidates``."""
+    return task_root(data_dir, task) / CANDIDATES
+
+
+def read_active(data_dir: Path, task: str) -> dict[str, Any] | None:
+    """The task's ``active.json`` record, or None when the shipped model is in use.
+
+    Raises :class:`VersionError` when the file exists but is unreadable.
+    """
+    path = task_root(data_dir, task) / ACTIVE_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise VersionError(f"{path}: unreadable ({err})") from err
+    if not isinstance(record, dict) or not isinstance(record.get("folder"), str):
+        raise VersionError(f"{path}: no 'folder' entry")
+    return record
+
+
+def active_folder(data_dir: Path, task: str) -> Path | None:
+    """Folder of the promoted version in use, or None (use the shipped weights)."""
+    record = read_active(data_dir, task)
+    return None if record is None else task_root(data_dir, task) / record["folder"]
+
+
+def is_complete_run(folder: Path) -> bool:
+    """A training output folder that finished: weights, card and test metrics are present."""
+    return all((folder / name).is_file() for name in (WEIGHTS_FILE, CARD_FILE, "metrics.json"))
+
+
+def list_candidates(data_dir: Path, task: str) -> list[Path]:
+    """Finished candidate folders of ``task``, newest first."""
+    root = candidates_root(data_dir, task)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and is_complete_run(p)), key=lambda p: p.name, reverse=True)
+
+
+def list_versions(data_dir: Path, task: str) -> list[str]:
+    """Names of the promoted version folders of ``task`` (sorted)."""
+    root = task_root(data_dir, task)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != CANDIDATES and (p / CARD_FILE).is_file())
+
+
+def _candidate_in(data_dir: Path, task: str, candidate: Path) -> Path:
+    """``candidate`` resolved, checked to be a folder directly under the task's candidates."""
+    root = candidates_root(data_dir, task).resolve()
+    path = Path(candidate).resolve()
+    if path.parent != root or not path.is_dir():
+        raise VersionError(f"{candidate} is not a candidate of task {task}")
+    return path
+
+
+def promote(data_dir: Path, task: str, candidate: Path) -> dict[str, Any]:
+    """Copy a finished candidate into ``models/<task>/<version>/``, make it active, delete
+    the candidate; return the new ``active.json`` record.
+
+    The candidate's card must be for ``task``; an existing version folder is never
+    overwritten (a numeric suffix is added).
+    """
+    source = _candidate_in(data_dir, task, candidate)
+    if not is_complete_run(source):
+        raise VersionError(f"candidate {source.name} has not finished training")
+    try:
+        card = read_card(source)
+    except ModelLoadError as err:
+        raise VersionError(str(err)) from err
+    if card.get("task") != task:
+        raise VersionError(f"candidate {source.name} is a model for task {card.get('task')!r}, not {task!r}")
+    root = task_root(data_dir, task)
+    base = str(card.get("version") or source.name)
+    name, n = base, 1
+    while (root / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    staging = root / f".{name}.incoming"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for file in PROMOTED_FILES:
+        if (source / file).is_file():
+            shutil.copy2(source / file, staging / file)
+    staging.rename(root / name)
+    record = {"version": str(card.get("version", name)), "folder": name,
+              "promoted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "promoted_from": f"{CANDIDATES}/{source.name}"}
+    atomic_write_text(root / ACTIVE_FILE, json.dumps(record, indent=1))
+    shutil.rmtree(source)
+    return record
+
+
+def discard(data_dir: Path, task: str, candidate: Path) -> str:
+    """Delete a candidate folder (finished or failed); return its name."""
+    path = _candidate_in(data_dir, task, candidate)
+    shutil.rmtree(path)
+    return path.name

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up inkapp in ./.venv on a fresh machine. With --test, also the test tools and
+# Debian's chromium for the browser test (installed with apt-get when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+if [ "${1:-}" = "--test" ]; then
+  .venv/bin/pip install -q -e '.[test]'
+  if [ ! -x /usr/bin/chromium ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get install -y -q chromium >/dev/null || $SUDO sh -c 'apt-get update -q && apt-get install -y -q chromium' >/dev/null
+  fi
+else
+  .venv/bin/pip install -q -e .
+fi
