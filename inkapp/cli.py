@@ -81,6 +81,21 @@ def _predict(args: argparse.Namespace) -> int:
     return status
 
 
+def _scan(args: argparse.Namespace) -> int:
+    from .scan import run_scan
+
+    summary = run_scan(args.dir, args.out, _model_folder(args.task, args.weights), args.batch_size, args.workers)
+    print(f"scan: {summary.scanned} images classified ({summary.errors} errors), {summary.skipped} already in "
+          f"{args.out}, {summary.seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    return run_bench(tasks=args.tasks, quick=args.quick, as_json=args.json, out=args.out)
+
+
 def _cv(args: argparse.Namespace) -> int:
     from .training.experiments import cross_validate
 
@@ -136,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+")
     s.add_argument("--weights")
     s.set_defaults(func=_predict)
+
+    s = sub.add_parser("scan", help="classify every image under DIR into a resumable CSV (torchrun shards it)")
+    s.add_argument("dir")
+    s.add_argument("--task", required=True)
+    s.add_argument("--out", required=True, help="results CSV; rows already in it are skipped")
+    s.add_argument("--weights", help="model folder (default: the shipped weights for TASK)")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1, at most 4)")
+    s.set_defaults(func=_scan)
+
+    s = sub.add_parser("bench", help="speed and memory of the shipped models against the performance targets")
+    s.add_argument("--json", action="store_true", help="print a JSON document instead of the table")
+    s.add_argument("--quick", action="store_true", help="seconds-long smoke run (1-2 repeats, small sizes, no app)")
+    s.add_argument("--tasks", nargs="+", help="tasks to measure (default: every task with shipped weights)")
+    s.add_argument("--out", help="also write the JSON document to this file")
+    s.set_defaults(func=_bench)
 
     s = sub.add_parser("cv", help="k-fold cross-validation: mean ± std of the test metrics")
     s.add_argument("--config", required=True)

@@ -70,11 +70,11 @@ def is_complete_run(folder: Path) -> bool:
 
 
 def list_candidates(data_dir: Path, task: str) -> list[Path]:
-    """Finished candidate folders of ``task``, newest first."""
+    """Candidate folders of ``task`` (finished, running or failed), newest first."""
     root = candidates_root(data_dir, task)
     if not root.is_dir():
         return []
-    return sorted((p for p in root.iterdir() if p.is_dir() and is_complete_run(p)), key=lambda p: p.name, reverse=True)
+    return sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
 
 
 def list_versions(data_dir: Path, task: str) -> list[str]:

@@ -1,0 +1,298 @@
+"""Classify a whole collection into one CSV: ``inkapp scan DIR --task T --out results.csv``.
+
+* Every image file under ``DIR`` (recursive; extensions in :data:`IMAGE_EXTENSIONS`,
+  any case) is listed in sorted order by its path relative to ``DIR``.
+* A torch :class:`~torch.utils.data.DataLoader` decodes and preprocesses in worker
+  processes exactly as ``inkapp predict`` does (:func:`inkapp.data.images.load_image`,
+  then the card's letterbox :class:`~inkapp.data.preprocess.Preprocessor`); the main
+  process runs the model in batches, so predictions equal ``inkapp predict``'s.
+* One row per image: ``path`` (relative to ``DIR``, ``/``-separated), ``sha256``,
+  ``label``, ``confidence``, one ``p_<class>`` column per class (card order), ``error``.
+  A file that cannot be read or decoded gets a row with empty prediction fields and the
+  one-line error message; it never stops the scan.
+* Resumable: rows already in the output are skipped; rows are appended, each written
+  whole and flushed. A torn last line (the process was killed mid-write) is cut off
+  before appending.
+* Under ``torchrun --nproc_per_node=N -m inkapp scan ...`` the remaining files are
+  sharded by rank (gloo on CPU, NCCL on GPU); each rank writes ``<out>.part<rank>`` and
+  rank 0 merges the parts into the output after a barrier. Part files left behind by a
+  killed run are merged (without duplicates) when the next run starts.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from inkapp.data.images import ImageError, load_image, sha256_file
+from inkapp.data.preprocess import Preprocessor, normalise
+from inkapp.inference import Predictor
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".gif", ".bmp"})
+FIXED_COLUMNS = ("path", "sha256", "label", "confidence")
+ERROR_COLUMN = "error"
+PROBABILITY_PREFIX = "p_"
+PART_SUFFIX = ".part"
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """Outcome of one :func:`scan` call on this process (rank).
+
+    ``listed`` — image files found under the folder; ``skipped`` — already in the output
+    before this run; ``scanned`` — rows written by this rank in this run (errors
+    included); ``errors`` — of those, files that could not be classified; ``seconds`` —
+    wall-clock time of the classification loop (workers' start-up included, model
+    loading excluded).
+    """
+
+    listed: int
+    skipped: int
+    scanned: int
+    errors: int
+    seconds: float
+
+
+def default_workers() -> int:
+    """Decoding worker processes by default: one per CPU core beyond the first, at most 4
+    (the main process needs a core for the model)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores - 1))
+
+
+def list_images(root: str | Path) -> list[str]:
+    """Image files under ``root`` (recursive, hidden files included), as sorted
+    ``/``-separated paths relative to ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a directory")
+    found = [p.relative_to(root).as_posix() for p in root.rglob("*")
+             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    return sorted(found)
+
+
+def columns(classes: Sequence[str]) -> list[str]:
+    """The output CSV's header for a model with ``classes``."""
+    return [*FIXED_COLUMNS, *(PROBABILITY_PREFIX + c for c in classes), ERROR_COLUMN]
+
+
+def _format_row(values: Iterable[str]) -> str:
+    """One CSV record (RFC 4180 quoting, ``\\n`` terminated) as a string."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(list(values))
+    return buf.getvalue()
+
+
+def repair_csv(path: Path, header: list[str]) -> set[str]:
+    """Make ``path`` a well-formed CSV with ``header`` and return the paths it lists.
+
+    A missing or empty file gets the header. A torn tail — a last line without its
+    newline, or a last record with the wrong number of fields — is truncated away.
+    Raises ValueError if the file's header differs (another model's results).
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_format_row(header), encoding="utf-8")
+        return set()
+    raw = path.read_bytes()
+    keep = raw.rfind(b"\n") + 1  # a last line without its newline is torn
+    records = list(csv.reader(io.StringIO(raw[:keep].decode("utf-8"), newline="")))
+    if len(records) > 1 and len(records[-1]) != len(header):  # a torn record that happened to end a line
+        keep = raw.rfind(b"\n", 0, keep - 1) + 1
+        records.pop()
+    if keep < len(raw):
+        with open(path, "r+b") as fh:
+            fh.truncate(keep)
+    if not records:
+        path.write_text(_format_row(header), encoding="utf-8")
+        return set()
+    if records[0] != header:
+        raise ValueError(f"{path} holds results with other columns ({', '.join(records[0][:6])}, ...); "
+                         f"expected {', '.join(header[:6])}, ... — choose another --out")
+    return {r[0] for r in records[1:] if r}
+
+
+def _merge_parts(out: Path, header: list[str], done: set[str]) -> set[str]:
+    """Append the rows of every ``<out>.part*`` file not already in ``out`` (whose paths
+    are ``done``), then delete the parts. Returns the updated set of done paths."""
+    parts = sorted(out.parent.glob(out.name + PART_SUFFIX + "*"))
+    if not parts:
+        return done
+    with open(out, "a", encoding="utf-8", newline="") as fh:
+        for part in parts:
+            repair_csv(part, header)
+            with open(part, encoding="utf-8", newline="") as src:
+                rows = csv.reader(src)
+                next(rows, None)  # header
+                for row in rows:
+                    if row and row[0] not in done:
+                        fh.write(_format_row(row))
+                        done.add(row[0])
+            fh.flush()
+            os.fsync(fh.fileno())
+            part.unlink()
+    return done
+
+
+class ScanDataset(Dataset):
+    """Files -> (index, uint8 3×S×S letterboxed canvas, sha256, error message).
+
+    Decoding errors become an error message and a blank canvas; nothing raises.
+    """
+
+    def __init__(self, root: Path, paths: Sequence[str], preprocessor: Preprocessor) -> None:
+        self.root = root
+        self.paths = list(paths)
+        self.preprocessor = preprocessor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor, str, str]:
+        file = self.root / self.paths[index]
+        blank = torch.zeros(3, self.preprocessor.size, self.preprocessor.size, dtype=torch.uint8)
+        try:
+            digest = sha256_file(file)
+        except OSError as err:
+            return index, blank, "", f"cannot read file: {err.strerror or err}"
+        try:
+            canvas = self.preprocessor.canvas(load_image(file))[0]
+        except ImageError as err:
+            return index, blank, digest, str(err)
+        except Exception as err:  # one unexpected decoder failure must not end a long scan
+            return index, blank, digest, " ".join(f"{type(err).__name__}: {err}".split())
+        return index, canvas, digest, ""
+
+
+def _probabilities(predictor: Predictor, canvases: torch.Tensor) -> torch.Tensor:
+    """uint8 N×3×S×S canvases -> N×K float32 probabilities on the CPU, computed as
+    :meth:`Predictor.predict` does (inference mode; float16 autocast on CUDA)."""
+    device = predictor.device
+    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        x = normalise(canvases.to(device, non_blocking=True), predictor.preprocessor.mean, predictor.preprocessor.std)
+        logits = predictor.model(x)
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+
+def _rows(predictor: Predictor, paths: Sequence[str], batch: tuple) -> list[list[str]]:
+    """One collated batch -> its CSV rows (forward pass only over the decodable files)."""
+    indices, canvases, digests, errors = batch
+    good = [i for i, e in enumerate(errors) if not e]
+    probs = _probabilities(predictor, canvases[good]) if good else torch.empty(0, len(predictor.classes))
+    by_position = dict(zip(good, probs.tolist()))
+    empty = [""] * (len(predictor.classes) + 2)
+    rows = []
+    for i, (index, digest, error) in enumerate(zip(indices.tolist(), digests, errors)):
+        p = by_position.get(i)
+        if p is None:
+            fields = empty
+        else:
+            best = max(range(len(p)), key=p.__getitem__)
+            fields = [predictor.classes[best], f"{p[best]:.6f}", *(f"{v:.6f}" for v in p)]
+        rows.append([paths[index], digest, *fields, error])
+    return rows
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def scan(
+    root: str | Path,
+    out: str | Path,
+    predictor: Predictor,
+    batch_size: int = 16,
+    workers: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] | None = None,
+    progress: bool = True,
+) -> ScanSummary:
+    """Classify every image under ``root`` not yet in ``out`` and append one row per image.
+
+    ``workers`` — decoding processes (0 = decode in this process; None =
+    :func:`default_workers`). ``rank``/``world_size``/``barrier`` — this process's share
+    of a distributed scan (``barrier`` is required when ``world_size`` > 1); rank 0 owns
+    ``out``, every rank writes ``<out>.part<rank>`` and rank 0 merges them at the end.
+    ``progress`` — show a tqdm bar on stderr (rank 0 only).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if world_size > 1 and barrier is None:
+        raise ValueError("a distributed scan needs a barrier")
+    root, out = Path(root), Path(out)
+    header = columns(predictor.classes)
+    paths = list_images(root)
+    if rank == 0:
+        _merge_parts(out, header, repair_csv(out, header))
+    if barrier is not None:
+        barrier()
+    done = repair_csv(out, header) if rank == 0 else _read_done(out)
+    remaining = [p for p in paths if p not in done]
+    todo = remaining[rank::world_size]
+    target = out if world_size == 1 else out.with_name(f"{out.name}{PART_SUFFIX}{rank}")
+    if target != out:
+        target.write_text(_format_row(header), encoding="utf-8")
+    workers = default_workers() if workers is None else workers
+    loader = DataLoader(ScanDataset(root, todo, predictor.preprocessor), batch_size=batch_size, num_workers=workers,
+                        pin_memory=predictor.device.type == "cuda")
+    scanned = errors = 0
+    start = time.perf_counter()
+    with open(target, "a", encoding="utf-8", newline="") as fh, \
+            tqdm(total=len(todo), desc=f"scan {predictor.task}", unit="img", file=sys.stderr,
+                 disable=not progress or rank != 0) as bar:
+        for batch in loader:
+            for row in _rows(predictor, todo, batch):
+                fh.write(_format_row(row))
+                fh.flush()
+                errors += bool(row[-1])
+            scanned += len(batch[0])
+            bar.update(len(batch[0]))
+    seconds = time.perf_counter() - start
+    if barrier is not None:
+        barrier()
+        if rank == 0:
+            _merge_parts(out, header, repair_csv(out, header))
+        barrier()
+    return ScanSummary(len(paths), len(paths) - len(remaining), scanned, errors, seconds)
+
+
+def _read_done(out: Path) -> set[str]:
+    """Paths listed in ``out`` (already repaired by rank 0), without modifying it."""
+    with open(out, encoding="utf-8", newline="") as fh:
+        rows = csv.reader(fh)
+        next(rows, None)
+        return {r[0] for r in rows if r}
+
+
+def run_scan(root: str | Path, out: str | Path, model_folder: str | Path, batch_size: int = 16,
+             workers: int | None = None) -> ScanSummary:
+    """Load the model at ``model_folder`` and :func:`scan`, joining a torchrun process
+    group when launched by torchrun (gloo on CPU, NCCL on GPU; one GPU per local rank)."""
+    rank, world_size, local_rank = _distributed()
+    if world_size == 1:
+        return scan(root, out, Predictor.from_folder(model_folder), batch_size, workers)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+        predictor = Predictor.from_folder(model_folder, device)
+        return scan(root, out, predictor, batch_size, workers, rank, world_size, dist.barrier)
+    finally:
+        dist.destroy_process_group()
