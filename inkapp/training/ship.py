@@ -1,0 +1,112 @@
+"""Turn a training run into a shipped model folder ``weights/<task>/``.
+
+The weights are stored as fp16 safetensors when that keeps the probabilities on the
+run's own test split within ``tolerance`` of fp32 and changes no prediction; otherwise
+fp32. The measured difference is written into the card (``storage_check``), with the
+split file and the figure PNGs copied beside it.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.dataset import decode_canvases
+from ..data.preprocess import Preprocessor, normalise
+from ..models import load_model, save_model
+from ..models.serialization import WEIGHTS_FILE
+from .loop import predict_probs
+
+FIGURES = ("confusion_counts.png", "confusion_normalised.png", "roc.png", "curves.png")
+
+
+def _test_probs(model: torch.nn.Module, card: dict[str, Any], run: Path) -> np.ndarray:
+    split = json.loads((run / "split.json").read_text())
+    pre = Preprocessor.from_card(card)
+    canvases, _ = decode_canvases([e["path"] for e in split["test"]], pre.size, pre.grayscale, progress=False)
+    return predict_probs(model, canvases, lambda x: normalise(x, pre.mean, pre.std), torch.device("cpu"),
+                         tta_hflip=bool(card["preprocessing"].get("tta_hflip")))
+
+
+def ship(run: str | Path, dest: str | Path, tolerance: float = 1e-3) -> dict[str, Any]:
+    """Copy the model of ``run`` into ``dest`` (fp16 when lossless within ``tolerance``);
+    returns the storage check written into the card."""
+    run, dest = Path(run), Path(dest)
+    model, card = load_model(run)
+    p32 = _test_probs(model, card, run)
+    tmp = dest.with_name(dest.name + ".fp16-check")
+    save_model(model, tmp, {k: v for k, v in card.items() if k not in ("model", "weights_dtype")}, half=True)
+    half_model, _ = load_model(tmp)
+    p16 = _test_probs(half_model, card, run)
+    shutil.rmtree(tmp)
+    diff = float(np.abs(p32 - p16).max()) if len(p32) else 0.0
+    changed = int((p32.argmax(1) != p16.argmax(1)).sum()) if len(p32) else 0
+    half = diff <= tolerance and changed == 0
+    check = {"test_images": int(len(p32)), "max_abs_prob_diff_fp16": diff, "predictions_changed_fp16": changed,
+             "stored_as": "float16" if half else "float32", "tolerance": tolerance,
+             "fp32_bytes": (run / WEIGHTS_FILE).stat().st_size}
+    keep = {k: v for k, v in card.items() if k not in ("model", "weights_dtype")}
+    save_model(model, dest, {**keep, "storage_check": check}, half=half)
+    check["stored_bytes"] = (dest / WEIGHTS_FILE).stat().st_size
+    shutil.copy(run / "split.json", dest / "split.json")
+    for f in FIGURES:
+        if (run / "figures" / f).exists():
+            shutil.copy(run / "figures" / f, dest / f)
+    card_path = dest / "card.json"
+    final = json.loads(card_path.read_text())
+    final["storage_check"] = check
+    card_path.write_text(json.dumps(final, indent=2, ensure_ascii=False))
+    (dest / "README.md").write_text(model_card_markdown(final), encoding="utf-8")
+    return check
+
+
+def model_card_markdown(card: dict[str, Any]) -> str:
+    """A human-readable model card rendered from ``card.json``."""
+    m, t, d = card["metrics"], card["training"], card["data"]
+    per = "\n".join(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+                     for c, v in m["per_class"].items())
+    splits = ", ".join(f"{part}: {sum(v.values())}" for part, v in d["split_counts"].items())
+    dyn = f"\nDynasty of each class: {card['dynasty']}.\n" if card.get("dynasty") else ""
+    sc = card.get("storage_check", {})
+    return f"""# {card['task']} — model card
+
+* **Version:** `{card['version']}` (created {card['created']}, inkapp {card['inkapp_version']})
+* **Architecture:** `{card['model']['arch']}` on `{card['model']['backbone']}` (ImageNet weights: {card['model']['pretrained']}),
+  options {card['model']['options'] or 'default'}; {card['architecture']}
+* **Input:** letterboxed to {card['preprocessing']['image_size']} px square, white padding,
+  {'grayscale replicated to 3 channels' if card['preprocessing']['grayscale'] else 'RGB'},
+  normalised with mean {card['preprocessing']['mean']} / std {card['preprocessing']['std']};
+  flip test-time augmentation: {card['preprocessing'].get('tta_hflip', False)}
+* **Classes:** {', '.join(card['classes'])}{dyn}
+* **Data:** {d['source']} — {d['used']} images used; split {splits}; near-duplicates (pHash) grouped
+  so none crosses the split ({d['near_duplicate_groups']} groups). Third-party research images,
+  not redistributed.
+* **Training:** {t['epochs_run']} epochs run (best epoch {t['best_epoch']}), {t['wall_seconds']:.0f} s wall on the
+  machine that trained it; full config in `card.json`.
+* **Uncertainty flag:** predictions below confidence {card['uncertainty_threshold']} are flagged; chosen on
+  validation data so that predictions at or above it were ≥ {card['uncertainty']['target']:.0%} right
+  (coverage {card['uncertainty']['coverage']:.0%} of validation images).
+* **Stored as:** {sc.get('stored_as', card.get('weights_dtype'))} (fp16 max probability change on the test split:
+  {sc.get('max_abs_prob_diff_fp16', float('nan')):.2e}, predictions changed: {sc.get('predictions_changed_fp16', 'n/a')})
+
+## Test split (held out, never seen in training)
+
+n = {m['n']}; accuracy **{m['accuracy']:.4f}**; macro precision {m['macro_precision']:.4f}; macro recall
+{m['macro_recall']:.4f}; macro F1 **{m['macro_f1']:.4f}**; macro one-vs-rest AUC {m['macro_auc']:.4f}.
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{per}
+
+Confusion matrices, ROC curves and training curves: the PNGs in this folder.
+"""
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(ship(sys.argv[1], sys.argv[2]), indent=1))
