@@ -120,6 +120,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .auth import hash_password
+
+    password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass("password: ")
+    if not password:
+        raise ValueError("empty password")
+    print(f"{args.name}={hash_password(password)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inkapp", description="Curation studio for Chinese ink paintings and calligraphy.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -184,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int)
     s.add_argument("--out", default=None)
     s.set_defaults(func=_ablate)
+
+    s = sub.add_parser("hash-password", help="print an INKAPP_EXPERTS entry (name=hash) for a password read from stdin")
+    s.add_argument("name", help="the expert's name")
+    s.set_defaults(func=_hash_password)
 
     s = sub.add_parser("serve", help="start the curation app (port from GRADIO_SERVER_PORT, default 7860)")
     s.set_defaults(func=_serve)
