@@ -16,14 +16,16 @@ the usable CPU cores:
   ``analysis_breakdown_ms`` splits it into ``decode``, ``analyse`` and ``overlay``;
 * ``baseline_throughput_ips`` / ``throughput_ips`` — images per second of the bare
   trunk / the model at each batch size (8 and 32), ``inference_mode``;
-* ``scan_throughput_ips`` — images per second of :func:`inkapp.scan.scan` (decoding
-  workers, preprocessing, model, CSV) over a generated folder of 640×480 JPEGs at the
+* ``scan_throughput_ips`` — images per second of :func:`inkapp.scan.scan` with the
+  predictor ``inkapp scan`` uses (decoding workers, preprocessing, model, CSV) over a generated folder of 640×480 JPEGs at the
   largest batch size, worker start-up included;
 * ``options`` — candidate speed-ups measured next to the defaults:
   ``channels_last`` (model in channels-last memory format: batch-1 forward ms,
   throughput at the largest batch, largest |Δprobability|) and ``jpeg_draft``
   (Pillow's DCT-domain downscaling while decoding the scroll, never below the model's
-  input size: decode ms and largest |Δprobability| of the prediction);
+  input size: decode ms and largest |Δprobability| of the prediction) and
+  ``display_copy`` (the whole analysis with maps and overlays rendered on a copy whose
+  longer side is at most 1024 px instead of the full-size scroll: ms);
 * ratios ``forward_over_baseline``, ``analysis_over_baseline`` (both against
   ``baseline_forward_ms``) and ``scan_over_baseline_throughput`` (against the trunk's
   throughput at the scan's batch size).
@@ -66,7 +68,7 @@ from inkapp.explain.overlay import overlay
 from inkapp.inference import Predictor, default_device
 from inkapp.models import create_trunk
 from inkapp.paths import TASKS, shipped_weights, weights_root
-from inkapp.scan import default_workers, scan
+from inkapp.scan import default_workers, load_predictor, scan
 
 #: figure -> (comparison, limit); ratios are per model, the others global.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -80,6 +82,7 @@ MODEL_FIGURES = ("baseline_forward_ms", "forward_ms", "analysis_ms", "analysis_b
                  "baseline_throughput_ips", "throughput_ips", "scan_throughput_ips", "options", "ratios")
 GLOBAL_FIGURES = ("peak_rss_mb", "cold_start_s", "app_rss_mb")
 COLD_START_TIMEOUT_S = 180.0
+DISPLAY_SIDE = 1024  # px, longer side of the display copy in the ``display_copy`` option
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,19 @@ def _analysis(predictor: Predictor, data: bytes) -> dict[str, float]:
     return {"decode": t1 - t0, "analyse": t2 - t1, "overlay": t3 - t2}
 
 
+def _display_analysis(predictor: Predictor, data: bytes) -> None:
+    """The analysis as an app showing a display copy would do it: decode, a copy whose
+    longer side is at most :data:`DISPLAY_SIDE` px, maps at that copy's size, overlays
+    onto the copy."""
+    image = load_image(data)
+    display = image.copy()
+    display.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    result = predictor.analyse(image, map_size=display.size)
+    for heat in (result.cam, *result.attention.values()):
+        overlay(display, heat)
+    _sync(predictor.device)
+
+
 def _max_prob_diff(a: dict[str, float], b: dict[str, float]) -> float:
     return max(abs(a[k] - b[k]) for k in a)
 
@@ -243,10 +259,11 @@ def bench_model(predictor: Predictor, folder: Path, settings: Settings, scan_fol
     figures["options"] = _options(predictor, settings, scroll)
 
     batch = settings.batch_sizes[-1]
+    scanner = load_predictor(folder, device)
     seconds = []
     for i in range(warmup + runs):
         out = work / f"scan-{predictor.task}-{i}.csv"
-        summary = scan(scan_folder, out, predictor, batch_size=batch, workers=default_workers(), progress=False)
+        summary = scan(scan_folder, out, scanner, batch_size=batch, workers=default_workers(), progress=False)
         out.unlink()
         if i >= warmup:
             seconds.append(summary.seconds)
@@ -283,12 +300,15 @@ def _options(predictor: Predictor, settings: Settings, scroll: bytes) -> dict[st
         model.to(memory_format=torch.contiguous_format)
     decode = timed_medians({"full": lambda: load_image(scroll), "draft": lambda: _draft_decode(scroll, size)},
                            settings.runs, settings.warmup, device)
+    display = timed_medians({"display": lambda: _display_analysis(predictor, scroll)}, settings.runs, settings.warmup,
+                            device)
     drafted = predictor.predict([_draft_decode(scroll, size)])[0].probabilities
     return {
         "channels_last": channels_last,
         "jpeg_draft": {"decode_ms": decode["draft"] * 1000, "full_decode_ms": decode["full"] * 1000,
                        "decoded_size": list(_draft_decode(scroll, size).size),
                        "max_prob_diff": _max_prob_diff(reference, drafted)},
+        "display_copy": {"analysis_ms": display["display"] * 1000, "display_side_px": DISPLAY_SIDE},
     }
 
 
@@ -463,7 +483,8 @@ def render_table(doc: dict[str, Any]) -> str:
         lines.append(f"  {task:20} {b['decode']:.1f} / {b['analyse']:.1f} / {b['overlay']:.1f}; "
                      f"channels_last fwd {cl['forward_ms']:.1f} ms, {cl['throughput_ips']:.1f} ips "
                      f"(|Δp| {cl['max_prob_diff']:.1e}); JPEG draft decode {dr['decode_ms']:.1f} vs "
-                     f"{dr['full_decode_ms']:.1f} ms (|Δp| {dr['max_prob_diff']:.1e})")
+                     f"{dr['full_decode_ms']:.1f} ms (|Δp| {dr['max_prob_diff']:.1e}); analysis on a "
+                     f"{o['display_copy']['display_side_px']} px display copy {o['display_copy']['analysis_ms']:.1f} ms")
     lines += ["", f"peak RSS {_fmt(doc['peak_rss_mb'], 0)} MiB; app cold start {_fmt(doc['cold_start_s'])} s, "
                   f"app RSS {_fmt(doc['app_rss_mb'], 0)} MiB", "", "targets:"]
     for c in doc["checks"]:

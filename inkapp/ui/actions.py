@@ -53,11 +53,15 @@ class CurationActions:
         self.analysed_log = analysed_log
         self.retrain = retrain
 
-    def record_analysis(self, loaded: LoadedImage, analysis: ImageAnalysis,
+    def record_analysis(self, loaded: LoadedImage, analysis: ImageAnalysis, previous: AnalysedImage | None,
                         already_logged: set[tuple[str, str, str]]) -> AnalysedImage:
-        """Store the image once by content hash and log each task's prediction to the review
-        queue (skipping (sha256, task, version) triples in ``already_logged``, which is updated)."""
-        sha, rel = self.store.store_image(loaded.data)
+        """Store the image once by content hash (unless ``previous`` is the same image, already
+        stored) and log each task's prediction to the review queue, skipping (sha256, task,
+        version) triples in ``already_logged`` (which is updated)."""
+        if previous is not None and previous.sha256 == loaded.sha256:
+            sha, rel = previous.sha256, previous.image_path
+        else:
+            sha, rel = self.store.store_image(loaded.data)
         current = AnalysedImage(loaded.name, sha, rel)
         records = []
         for view in analysis.tasks:

@@ -132,9 +132,9 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache) -> None:
                     summary = gr.HTML(elem_id=f"ink-summary-{task}")
                     with gr.Row():
                         chart = gr.Plot(label="Class probabilities", elem_id=f"ink-chart-{task}")
-                        cam = gr.Image(label="Heat map", type="pil", interactive=False, elem_id=f"ink-cam-{task}")
+                        cam = gr.Image(label="Heat map", type="pil", format="jpeg", interactive=False, elem_id=f"ink-cam-{task}")
                     explain = gr.Dropdown(choices=[], label="Explain class", allow_custom_value=True, elem_id=f"ink-explain-{task}")
-                    attention = gr.Gallery(label="Model attention", columns=3, height="auto",
+                    attention = gr.Gallery(label="Model attention", columns=3, height="auto", format="jpeg",
                                            elem_id=f"ink-attention-{task}")
                     gates = gr.Markdown()
                     channels = gr.Plot(label="Channel attention", elem_id=f"ink-channels-{task}")
@@ -158,7 +158,7 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache) -> None:
                 state.loaded = None
                 return [f"**{item.name}**: {err}", state, *no_task, *hidden]
         analysis = analyse_loaded(hub, state.loaded, domain_choice, method, state.targets, float(alpha), cache)
-        state.current = actions.record_analysis(state.loaded, analysis, state.logged)
+        state.current = actions.record_analysis(state.loaded, analysis, state.current, state.logged)
         views = {v.task: v for v in analysis.tasks}
         updates = [u for p in panels for u in (TaskPanel.shown(views[p.task]) if p.task in views
                                                else TaskPanel.hidden())]

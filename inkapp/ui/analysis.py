@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,9 +106,9 @@ class AnalysisCache:
     def __init__(self, max_entries: int = 64) -> None:
         self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple, Analysis] = OrderedDict()
+        self._entries: OrderedDict[Hashable, Analysis] = OrderedDict()
 
-    def get_or_compute(self, key: tuple, compute) -> Analysis:
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Analysis]) -> Analysis:
         """The cached value for ``key``, else ``compute()`` stored under it."""
         with self._lock:
             if key in self._entries:
@@ -188,12 +189,12 @@ def analyse_loaded(
     decision = decide_domain(hub, loaded.image, domain)
     views: list[TaskView] = []
     for task in TASKS_BY_DOMAIN[decision.domain]:
-        predictor = hub.predictor(task)
+        predictor, status = hub.model(task)
         if predictor is None:
-            views.append(TaskView(task=task, error=hub.status(task).message or "no model loaded"))
+            views.append(TaskView(task=task, error=status.message or "no model loaded"))
             continue
         target = targets.get(task) if targets.get(task) in predictor.classes else None
-        key = (loaded.sha256, task, id(predictor), method, target, loaded.display.size)
+        key = (loaded.sha256, task, status.serial, method, target, loaded.display.size)
 
         def compute(predictor: Predictor = predictor, target: str | None = target) -> Analysis:
             return predictor.analyse(loaded.image, method, target, map_size=loaded.display.size)

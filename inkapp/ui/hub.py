@@ -9,6 +9,7 @@ The optional painting-vs-calligraphy model (task ``domain``) is loaded the same 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ class ModelStatus:
 
     ``source`` is ``"promoted"``, ``"shipped"`` or ``"missing"``; ``folder`` the model
     folder in use (None when missing); ``message`` a one-line note for the curator
-    (why the task is unavailable, or why a promoted model was skipped), else "".
+    (why the task is unavailable, or why a promoted model was skipped), else "";
+    ``serial`` a number unique to this load (it changes with every reload, so results
+    cached under it never outlive the model that produced them).
     """
 
     task: str
@@ -39,22 +42,24 @@ class ModelStatus:
     folder: Path | None
     version: str
     message: str
+    serial: int
 
 
 class ModelHub:
     """Predictors by task, loaded once; :meth:`reload` swaps one task's model in place.
 
-    Reads are lock-free snapshots of immutable entries, so requests in flight keep the
-    predictor they started with while a reload happens.
+    Each task maps to one immutable (predictor, status) pair that a reload replaces as a
+    whole, so requests in flight keep the predictor they started with.
     """
+
+    _serials = itertools.count(1)
 
     def __init__(self, data_dir: Path, tasks: list[str] | None = None, device: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.tasks: list[str] = list(tasks if tasks is not None else TASKS)
         self._device = device
         self._lock = threading.Lock()
-        self._predictors: dict[str, Predictor] = {}
-        self._status: dict[str, ModelStatus] = {}
+        self._loaded: dict[str, tuple[Predictor | None, ModelStatus]] = {}
         for task in [*self.tasks, DOMAIN_TASK]:
             self.reload(task)
 
@@ -63,6 +68,7 @@ class ModelHub:
         notes: list[str] = []
         predictor: Predictor | None = None
         status: ModelStatus
+        serial = next(self._serials)
         try:
             promoted = active_folder(self.data_dir, task)
         except VersionError as err:
@@ -70,37 +76,38 @@ class ModelHub:
         if promoted is not None:
             try:
                 predictor = Predictor.from_folder(promoted, self._device)
-                status = ModelStatus(task, "promoted", promoted, predictor.version, "")
+                status = ModelStatus(task, "promoted", promoted, predictor.version, "", serial)
             except ModelLoadError as err:
                 notes.append(f"promoted model unusable, using the shipped one: {err}")
         if predictor is None:
             folder = shipped_weights(task)
             try:
                 predictor = Predictor.from_folder(folder, self._device)
-                status = ModelStatus(task, "shipped", folder, predictor.version, "; ".join(notes))
+                status = ModelStatus(task, "shipped", folder, predictor.version, "; ".join(notes), serial)
             except ModelLoadError as err:
                 notes.append(f"no usable model: {err}")
-                status = ModelStatus(task, "missing", None, "", "; ".join(notes))
+                status = ModelStatus(task, "missing", None, "", "; ".join(notes), serial)
         if status.message:  # an absent optional domain model is normal, anything else worth a warning
             optional = task == DOMAIN_TASK and status.source == "missing"
             log.log(logging.INFO if optional else logging.WARNING, "%s: %s", task, status.message)
         with self._lock:
-            if predictor is None:
-                self._predictors.pop(task, None)
-            else:
-                self._predictors[task] = predictor
-            self._status[task] = status
+            self._loaded[task] = (predictor, status)
         return status
+
+    def model(self, task: str) -> tuple[Predictor | None, ModelStatus]:
+        """``task``'s predictor (None when it has no usable model) and load status, read together
+        (KeyError for a task the hub does not serve)."""
+        return self._loaded[task]
 
     def predictor(self, task: str) -> Predictor | None:
         """The loaded predictor of ``task`` or None when it has no usable model."""
-        return self._predictors.get(task)
+        return self._loaded[task][0] if task in self._loaded else None
 
     def status(self, task: str) -> ModelStatus:
         """How ``task``'s model was loaded (KeyError for a task the hub does not serve)."""
-        return self._status[task]
+        return self._loaded[task][1]
 
     @property
     def domain_predictor(self) -> Predictor | None:
         """The painting-vs-calligraphy model, when one is installed."""
-        return self._predictors.get(DOMAIN_TASK)
+        return self.predictor(DOMAIN_TASK)
