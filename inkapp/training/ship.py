@@ -1,8 +1,9 @@
 """Turn a training run into a shipped model folder ``weights/<task>/``.
 
-The weights are stored as fp16 safetensors when that keeps the probabilities on the
-run's own test split within ``tolerance`` of fp32 and changes no prediction; otherwise
-fp32. The measured difference is written into the card (``storage_check``), with the
+The weights are stored as fp16 safetensors (large tensors only, see
+:data:`inkapp.models.serialization.HALF_MIN_NUMEL`) when that keeps the probabilities on
+the run's own test split within ``tolerance`` of fp32 and changes no prediction (so the
+test accuracy is identical); otherwise fp32. The measured difference is written into the card (``storage_check``), with the
 split file and the figure PNGs copied beside it.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _test_probs(model: torch.nn.Module, card: dict[str, Any], run: Path) -> np.n
                          tta_hflip=bool(card["preprocessing"].get("tta_hflip")))
 
 
-def ship(run: str | Path, dest: str | Path, tolerance: float = 1e-3) -> dict[str, Any]:
+def ship(run: str | Path, dest: str | Path, tolerance: float = 5e-3) -> dict[str, Any]:
     """Copy the model of ``run`` into ``dest`` (fp16 when lossless within ``tolerance``);
     returns the storage check written into the card."""
     run, dest = Path(run), Path(dest)
