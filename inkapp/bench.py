@@ -2,7 +2,8 @@
 
 For every task whose model folder exists (:func:`inkapp.paths.shipped_weights`) it
 measures, on the default device (CUDA when present) with ``torch.set_num_threads`` =
-the usable CPU cores:
+the usable CPU cores (``--threads`` overrides it, e.g. on a machine busy with other work,
+where more threads than free cores makes every parallel region wait):
 
 * ``baseline_forward_ms`` — the BASELINE: the bare timm trunk of the model's backbone
   (``create_trunk(backbone, pretrained=None).forward_features``), batch 1, at the
@@ -17,8 +18,9 @@ the usable CPU cores:
 * ``baseline_throughput_ips`` / ``throughput_ips`` — images per second of the bare
   trunk / the model at each batch size (8 and 32), ``inference_mode``;
 * ``scan_throughput_ips`` — images per second of :func:`inkapp.scan.scan` with the
-  predictor ``inkapp scan`` uses (decoding workers, preprocessing, model, CSV) over a generated folder of 640×480 JPEGs at the
-  largest batch size, worker start-up included;
+  predictor ``inkapp scan`` uses (decoding workers, preprocessing, model, CSV) over a
+  generated folder of 640×480 JPEGs at the largest batch size, worker start-up
+  included;
 * ``options`` — candidate speed-ups measured next to the defaults:
   ``channels_last`` (model in channels-last memory format: batch-1 forward ms,
   throughput at the largest batch, largest |Δprobability|) and ``jpeg_draft``
@@ -111,7 +113,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(runs=2, warmup=1, scroll=(300, 900), batch_sizes=(2, 4), scan_images=8,
+        return cls(runs=1, warmup=1, scroll=(300, 900), batch_sizes=(2, 4), scan_images=8,
                    scan_size=(160, 120), cold_start=False)
 
 
@@ -396,11 +398,13 @@ def checks(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def measure(tasks: list[str] | None = None, quick: bool = False, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run the benchmark; the JSON-ready document (see the module docstring)."""
+def measure(tasks: list[str] | None = None, quick: bool = False, threads: int | None = None,
+            log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Run the benchmark with ``threads`` torch threads (default: the usable cores);
+    the JSON-ready document (see the module docstring)."""
     settings = Settings.quick() if quick else Settings.full()
     cores = usable_cores()
-    torch.set_num_threads(cores)
+    torch.set_num_threads(threads or cores)
     device = default_device()
     wanted = tasks or TASKS
     folders = {t: shipped_weights(t) for t in wanted if (shipped_weights(t) / "card.json").is_file()}
@@ -409,7 +413,8 @@ def measure(tasks: list[str] | None = None, quick: bool = False, log: Callable[[
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
                     "device": str(device), "cpu_cores": cores, "torch_threads": torch.get_num_threads(),
                     "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
-        "settings": {"quick": quick, "runs": settings.runs, "warmup": settings.warmup, "scroll_px": list(settings.scroll),
+        "settings": {"quick": quick, "runs": settings.runs, "warmup": settings.warmup,
+                     "scroll_px": list(settings.scroll),
                      "batch_sizes": list(settings.batch_sizes), "scan_images": settings.scan_images,
                      "scan_image_px": list(settings.scan_size), "scan_workers": default_workers()},
         "weights_root": str(weights_root()),
@@ -469,7 +474,8 @@ def render_table(doc: dict[str, Any]) -> str:
     for task, f in doc["models"].items():
         r = f["ratios"]
         lines.append(
-            f"{task:20} {f['arch']:10} {f['image_size']:>4} {_fmt(f['baseline_forward_ms']):>8} {_fmt(f['forward_ms']):>8} "
+            f"{task:20} {f['arch']:10} {f['image_size']:>4} {_fmt(f['baseline_forward_ms']):>8} "
+            f"{_fmt(f['forward_ms']):>8} "
             f"{_fmt(f['analysis_ms']):>9} {_fmt((f['baseline_throughput_ips'] or {}).get(big)):>9} "
             f"{_fmt(f['throughput_ips'].get(big)):>9} {_fmt(f['scan_throughput_ips']):>9} "
             f"{_fmt(r['forward_over_baseline'], 2):>6} {_fmt(r['analysis_over_baseline'], 2):>7} "
@@ -484,7 +490,8 @@ def render_table(doc: dict[str, Any]) -> str:
                      f"channels_last fwd {cl['forward_ms']:.1f} ms, {cl['throughput_ips']:.1f} ips "
                      f"(|Δp| {cl['max_prob_diff']:.1e}); JPEG draft decode {dr['decode_ms']:.1f} vs "
                      f"{dr['full_decode_ms']:.1f} ms (|Δp| {dr['max_prob_diff']:.1e}); analysis on a "
-                     f"{o['display_copy']['display_side_px']} px display copy {o['display_copy']['analysis_ms']:.1f} ms")
+                     f"{o['display_copy']['display_side_px']} px display copy "
+                     f"{o['display_copy']['analysis_ms']:.1f} ms")
     lines += ["", f"peak RSS {_fmt(doc['peak_rss_mb'], 0)} MiB; app cold start {_fmt(doc['cold_start_s'])} s, "
                   f"app RSS {_fmt(doc['app_rss_mb'], 0)} MiB", "", "targets:"]
     for c in doc["checks"]:
@@ -495,13 +502,16 @@ def render_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_bench(tasks: list[str] | None = None, quick: bool = False, as_json: bool = False, out: str | None = None) -> int:
+def run_bench(tasks: list[str] | None = None, quick: bool = False, as_json: bool = False, out: str | None = None,
+              threads: int | None = None) -> int:
     """CLI entry: measure, print the table (or the JSON document), optionally write the
     JSON to ``out``. Returns 0 (targets missed are reported, not an error)."""
     unknown = [t for t in tasks or [] if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; tasks: {', '.join(TASKS)}")
-    doc = measure(tasks, quick, log=lambda s: print(f"bench: {s}", file=sys.stderr, flush=True))
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    doc = measure(tasks, quick, threads, log=lambda s: print(f"bench: {s}", file=sys.stderr, flush=True))
     text = json.dumps(doc, indent=1, ensure_ascii=False)
     if out:
         Path(out).write_text(text + "\n", encoding="utf-8")

@@ -93,7 +93,7 @@ def _scan(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    return run_bench(tasks=args.tasks, quick=args.quick, as_json=args.json, out=args.out)
+    return run_bench(tasks=args.tasks, quick=args.quick, as_json=args.json, out=args.out, threads=args.threads)
 
 
 def _cv(args: argparse.Namespace) -> int:
@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="seconds-long smoke run (1-2 repeats, small sizes, no app)")
     s.add_argument("--tasks", nargs="+", help="tasks to measure (default: every task with shipped weights)")
     s.add_argument("--out", help="also write the JSON document to this file")
+    s.add_argument("--threads", type=int, help="torch threads (default: the usable CPU cores)")
     s.set_defaults(func=_bench)
 
     s = sub.add_parser("cv", help="k-fold cross-validation: mean ± std of the test metrics")

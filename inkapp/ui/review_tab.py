@@ -3,7 +3,10 @@ of analysed images no expert has reviewed yet (least confident first)."""
 from __future__ import annotations
 
 import csv
+import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -16,6 +19,7 @@ from .actions import CurationActions
 from .review_queue import QUEUE_FIELDS, pending_review
 
 ALL = "all"
+EXPORT_MAX_AGE_S = 3600  # filtered CSV exports older than this are deleted (gradio serves its own copy)
 
 
 def filter_corrections(rows: list[dict[str, str]], task: str, expert: str, label: str) -> list[dict[str, str]]:
@@ -37,6 +41,14 @@ def write_csv(rows: list[dict[str, str]], path: Path) -> Path:
     return path
 
 
+def remove_old_exports(folder: Path, max_age_s: float = EXPORT_MAX_AGE_S) -> None:
+    """Delete export sub-folders of ``folder`` last modified more than ``max_age_s`` ago."""
+    cutoff = time.time() - max_age_s
+    for sub in folder.iterdir():
+        if sub.is_dir() and sub.stat().st_mtime < cutoff:
+            shutil.rmtree(sub, ignore_errors=True)
+
+
 def build_review_tab(actions: CurationActions) -> gr.Tab:
     """Lay out the Review tab and wire its events; returns the tab (refreshed when selected)."""
     store = actions.store
@@ -54,9 +66,13 @@ def build_review_tab(actions: CurationActions) -> gr.Tab:
         gr.Markdown("### Not reviewed yet (least confident first)")
         queue = gr.Dataframe(headers=list(QUEUE_FIELDS), interactive=False, wrap=True, elem_id="ink-queue")
 
+    exports = Path(tempfile.mkdtemp(prefix="inkapp-exports-"))
+
     def corrections(task_name: str, who: str, lab: str, only_active: bool) -> tuple[pd.DataFrame, str]:
         rows = filter_corrections(store.active() if only_active else store.rows(), task_name, who, lab)
-        out = Path(tempfile.mkdtemp(prefix="inkapp-corrections-")) / "corrections.csv"
+        remove_old_exports(exports)
+        out = exports / uuid.uuid4().hex / "corrections.csv"
+        out.parent.mkdir()
         return pd.DataFrame(rows, columns=list(FIELDS)), str(write_csv(rows, out))
 
     def review_queue() -> pd.DataFrame:

@@ -1,0 +1,118 @@
+"""Shared fixtures.
+
+UI fixtures: ``ui_weights_dir`` (random-weight models for the four tasks, as the app
+expects them under ``$INKAPP_WEIGHTS_DIR``) and ``launched_app`` (one app server in a
+subprocess, shared by the client and browser tests).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from inkapp.data.preprocess import Preprocessor
+from inkapp.models import build_model, save_model
+
+UI_MODEL_SIZE = 128
+#: task -> (arch, domain, classes, dynasty table) of the random-weight test models.
+UI_TEST_MODELS: dict[str, tuple[str, str, list[str], dict[str, str]]] = {
+    "painting-subject": ("inkfusion", "painting", ["figure", "flower_bird", "landscape"], {}),
+    "painting-technique": ("inkfusion", "painting", ["gongbi", "xieyi"], {}),
+    "calligraphy-script": ("bamnet", "calligraphy", ["clerical", "cursive", "regular", "seal"], {}),
+    "calligrapher": ("bamnet", "calligraphy", ["ouyang_xun", "yan_zhenqing", "liu_gongquan", "zhao_mengfu"],
+                     {"ouyang_xun": "Tang", "yan_zhenqing": "Tang", "liu_gongquan": "Tang", "zhao_mengfu": "Yuan"}),
+}
+APP_START_TIMEOUT_S = 600  # generous: CI machines and this one share the CPU with training
+
+
+def make_random_model(folder: Path, task: str, seed: int = 0, version: str = "test-1") -> Path:
+    """Write a random-weight model folder for ``task`` (see :data:`UI_TEST_MODELS`)."""
+    arch, domain, classes, dynasty = UI_TEST_MODELS[task]
+    grayscale = domain == "calligraphy"
+    torch.manual_seed(seed)
+    model = build_model({"arch": arch, "num_classes": len(classes), "pretrained": None,
+                         "image_size": UI_MODEL_SIZE, "grayscale": grayscale})
+    k = len(classes)
+    card = {
+        "task": task,
+        "domain": domain,
+        "classes": classes,
+        "preprocessing": Preprocessor(UI_MODEL_SIZE, grayscale, (0.5,) * 3, (0.5,) * 3).to_card(),
+        "version": version,
+        "uncertainty_threshold": 0.6,
+        "dynasty": dynasty,
+        "metrics": {"n": 10 * k, "accuracy": 0.5, "macro_f1": 0.45,
+                    "per_class": {c: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 10} for c in classes},
+                    "confusion_matrix": [[5 if i == j else 5 // max(k - 1, 1) for j in range(k)] for i in range(k)]},
+        "data": {"source": "random test weights", "split_counts": {"test": {c: 10 for c in classes}}},
+    }
+    return save_model(model, folder, card)
+
+
+@pytest.fixture(scope="session")
+def ui_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights root with random-weight models for the four tasks (no domain model)."""
+    root = tmp_path_factory.mktemp("ui-weights")
+    for task in UI_TEST_MODELS:
+        make_random_model(root / task, task)
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class LaunchedApp:
+    """A running app server: its URL and the data directory it writes to."""
+
+    url: str
+    data_dir: Path
+    log_path: Path
+
+
+@pytest.fixture(scope="session")
+def launched_app(ui_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedApp]:
+    """``python -m inkapp serve`` on a free port with a fresh data dir and the random models."""
+    data_dir = tmp_path_factory.mktemp("ui-data")
+    log_path = data_dir.parent / "ui-server.log"
+    port = _free_port()
+    env = {**os.environ, "INKAPP_DATA_DIR": str(data_dir), "INKAPP_WEIGHTS_DIR": str(ui_weights_dir),
+           "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "inkapp", "serve"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        deadline = time.monotonic() + APP_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app exited with code {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "config", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"app did not start within {APP_START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield LaunchedApp(url, data_dir, log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,194 @@
+"""``inkapp bench`` and ``inkapp scan`` with tiny random-weight models (128 px).
+
+No timing assertions: the bench test checks the document's shape only.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inkapp.bench import GLOBAL_FIGURES, MODEL_FIGURES, TARGETS
+from inkapp.cli import main
+from inkapp.data.preprocess import Preprocessor
+from inkapp.models import build_model, save_model
+from inkapp.scan import columns, load_predictor, repair_csv, scan
+
+CLASSES = ["figure", "flower_bird", "landscape"]
+TASK = "painting-subject"
+SIZE = 128
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def make_model(folder: Path, arch: str = "inkfusion") -> Path:
+    """A random-weight model folder for :data:`TASK`."""
+    torch.manual_seed(0)
+    model = build_model({"arch": arch, "num_classes": len(CLASSES), "pretrained": None, "image_size": SIZE})
+    card = {"task": TASK, "domain": "painting", "classes": CLASSES,
+            "preprocessing": Preprocessor(SIZE, False, (0.5,) * 3, (0.5,) * 3).to_card(), "version": "test"}
+    return save_model(model, folder, card)
+
+
+def make_collection(folder: Path, count: int) -> list[str]:
+    """``count`` small images (JPEG and PNG, RGB and L, various shapes) in two levels of
+    folders; their relative paths."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        rel = f"{'album/' if i % 2 else ''}img{i:03d}.{'png' if i % 3 == 0 else 'jpg'}"
+        shape = (40 + 7 * (i % 5), 30 + 11 * (i % 4)) + (() if i % 4 == 0 else (3,))
+        target = folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(target)
+        paths.append(rel)
+    return paths
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    header = rows[0]
+    assert header == columns(CLASSES)
+    assert all(len(r) == len(header) for r in rows[1:]), "every record has every field"
+    return [dict(zip(header, r)) for r in rows[1:]]
+
+
+def scan_cmd(folder: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return ["-m", "inkapp", "scan", str(folder), "--task", TASK, "--weights", str(model), "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model(tmp_path_factory.mktemp("weights") / TASK)
+
+
+@pytest.mark.slow
+def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    make_model(weights / TASK)
+    out = tmp_path / "bench.json"
+    cmd = ["-m", "inkapp", "bench", "--quick", "--json", "--threads", "1", "--out", str(out)]
+    proc = subprocess.run([sys.executable, *cmd],
+                          env={**ENV, "INKAPP_WEIGHTS_DIR": str(weights)}, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert json.loads(proc.stdout) == doc
+    assert list(doc["models"]) == [TASK]
+    figures = doc["models"][TASK]
+    for key in MODEL_FIGURES:
+        assert key in figures, key
+    for key in ("forward_over_baseline", "analysis_over_baseline", "scan_over_baseline_throughput"):
+        assert figures["ratios"][key] > 0
+    assert set(figures["analysis_breakdown_ms"]) == {"decode", "analyse", "overlay"}
+    assert set(figures["options"]) == {"channels_last", "jpeg_draft", "display_copy"}
+    assert figures["options"]["channels_last"]["max_prob_diff"] < 1e-3
+    for key in GLOBAL_FIGURES:
+        assert key in doc, key
+    assert doc["cold_start_s"] is None and "cold_start_s" in doc["reasons"]  # skipped by --quick
+    assert doc["peak_rss_mb"] > 0
+    assert "missing_models" in doc["reasons"]  # only one of the four tasks has weights
+    checked = {c["figure"] for c in doc["checks"]}
+    assert {f"{TASK}.{k}" for k in TARGETS if k in figures["ratios"]} | {"cold_start_s", "peak_rss_mb"} == checked
+
+
+def test_scan_equals_predict_and_reports_bad_files(tmp_path: Path, model: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "collection"
+    good = make_collection(folder, 6)
+    (folder / "broken.jpg").write_bytes(b"this is not an image")
+    jpeg = (folder / good[1]).read_bytes()
+    (folder / "album" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (folder / "notes.txt").write_text("not listed")
+    out = tmp_path / "results.csv"
+    summary = scan(folder, out, load_predictor(model), batch_size=4, workers=0, progress=False)
+    assert (summary.listed, summary.scanned, summary.errors, summary.skipped) == (8, 8, 2, 0)
+    rows = {r["path"]: r for r in read_rows(out)}
+    assert set(rows) == {*good, "broken.jpg", "album/truncated.jpg"}
+    assert "not a recognised image" in rows["broken.jpg"]["error"]
+    assert "truncated" in rows["album/truncated.jpg"]["error"]
+    for bad in ("broken.jpg", "album/truncated.jpg"):
+        assert rows[bad]["label"] == "" and len(rows[bad]["sha256"]) == 64
+
+    assert main(["predict", "--task", TASK, "--weights", str(model), *(str(folder / p) for p in good)]) == 0
+    predicted = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(predicted) == len(good)
+    for rel, p in zip(good, predicted):
+        row = rows[rel]
+        assert row["error"] == "" and row["label"] == p["label"]
+        assert abs(float(row["confidence"]) - p["confidence"]) <= 1e-5
+        for c in CLASSES:
+            assert abs(float(row[f"p_{c}"]) - p["probabilities"][c]) <= 1e-5
+
+
+def test_repair_csv_cuts_a_torn_tail(tmp_path: Path) -> None:
+    header = columns(CLASSES)
+    out = tmp_path / "r.csv"
+    assert repair_csv(out, header) == set()
+    whole = "a.jpg,ff,figure,0.5,0.5,0.25,0.25,\n"
+    out.write_text(out.read_text() + whole + "b.jpg,ff,fig")
+    assert repair_csv(out, header) == {"a.jpg"}
+    assert out.read_text().endswith(whole)
+    out.write_text(out.read_text() + "c.jpg,ff\n")  # a torn record that happens to end a line
+    assert repair_csv(out, header) == {"a.jpg"}
+    assert out.read_text().endswith(whole)
+    other = tmp_path / "other.csv"
+    other.write_text("path,label\n")
+    with pytest.raises(ValueError, match="other columns"):
+        repair_csv(other, header)
+
+
+@pytest.mark.slow
+def test_scan_resumes_after_being_killed(tmp_path: Path, model: Path) -> None:
+    folder = tmp_path / "collection"
+    paths = make_collection(folder, 40)
+    out = tmp_path / "results.csv"
+    proc = subprocess.Popen([sys.executable, *scan_cmd(folder, model, out, "--batch-size", "1", "--workers", "1")],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists() and out.read_bytes().count(b"\n") >= 6:  # header + 5 rows
+                break
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)  # the scan and its decoding worker, mid-run
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the scan finished before it could be killed"
+    partial = read_rows(out)
+    assert 5 <= len(partial) < len(paths)
+    with open(out, "a", encoding="utf-8") as fh:  # what a kill in the middle of a write leaves
+        fh.write(f"{paths[-1]},0123abc,lands")
+
+    rerun = subprocess.run([sys.executable, *scan_cmd(folder, model, out, "--workers", "0")], env=ENV,
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(partial)} already in" in rerun.stderr
+    rows = read_rows(out)
+    assert sorted(r["path"] for r in rows) == sorted(paths)  # each image exactly once
+    assert all(r["error"] == "" and r["label"] in CLASSES for r in rows)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_cover_every_file_once(tmp_path: Path, model: Path) -> None:
+    folder = tmp_path / "collection"
+    paths = make_collection(folder, 11)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "results.csv"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           *scan_cmd(folder, model, out, "--workers", "0", "--batch-size", "4")],
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = read_rows(out)
+    assert sorted(r["path"] for r in rows) == sorted([*paths, "broken.png"])
+    assert [r["path"] for r in rows if r["error"]] == ["broken.png"]
+    assert not list(tmp_path.glob("results.csv.part*")), "part files are merged and removed"
