@@ -1,8 +1,9 @@
 """Shared fixtures.
 
 UI fixtures: ``ui_weights_dir`` (random-weight models for the four tasks, as the app
-expects them under ``$INKAPP_WEIGHTS_DIR``) and ``launched_app`` (one app server in a
-subprocess, shared by the client and browser tests).
+expects them under ``$INKAPP_WEIGHTS_DIR``), ``launched_app`` (one open app server in a
+subprocess, shared by the client, browser and soak tests) and ``launched_restricted_app``
+(a second server with :data:`TEST_EXPERT` configured in ``INKAPP_EXPERTS``).
 """
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+from inkapp.auth import hash_password
 from inkapp.data.preprocess import Preprocessor
 from inkapp.models import build_model, save_model
 
@@ -33,6 +36,10 @@ UI_TEST_MODELS: dict[str, tuple[str, str, list[str], dict[str, str]]] = {
                      {"ouyang_xun": "Tang", "yan_zhenqing": "Tang", "liu_gongquan": "Tang", "zhao_mengfu": "Yuan"}),
 }
 APP_START_TIMEOUT_S = 600  # generous: CI machines and this one share the CPU with training
+#: Upload byte limit of the launched apps (INKAPP_MAX_UPLOAD_MB), small so tests can exceed it cheaply.
+TEST_UPLOAD_LIMIT_MB = 1
+#: (name, password) of the expert configured in ``launched_restricted_app``.
+TEST_EXPERT = ("curator-张", "correct horse battery")
 
 
 def make_random_model(folder: Path, task: str, seed: int = 0, version: str = "test-1") -> Path:
@@ -76,22 +83,25 @@ def _free_port() -> int:
 
 @dataclass(frozen=True)
 class LaunchedApp:
-    """A running app server: its URL and the data directory it writes to."""
+    """A running app server: its URL, the data directory it writes to, its log and process id."""
 
     url: str
     data_dir: Path
     log_path: Path
+    pid: int
 
 
-@pytest.fixture(scope="session")
-def launched_app(ui_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedApp]:
-    """``python -m inkapp serve`` on a free port with a fresh data dir and the random models."""
-    data_dir = tmp_path_factory.mktemp("ui-data")
-    log_path = data_dir.parent / "ui-server.log"
+@contextmanager
+def launch_app(weights_dir: Path, data_dir: Path, env_overrides: dict[str, str]) -> Iterator[LaunchedApp]:
+    """``python -m inkapp serve`` on a free port over ``data_dir``, with ``env_overrides``
+    applied on top of the test environment (keys mapped to "" are removed)."""
+    log_path = data_dir.parent / f"{data_dir.name}-server.log"
     port = _free_port()
-    env = {**os.environ, "INKAPP_DATA_DIR": str(data_dir), "INKAPP_WEIGHTS_DIR": str(ui_weights_dir),
+    env = {**os.environ, "INKAPP_DATA_DIR": str(data_dir), "INKAPP_WEIGHTS_DIR": str(weights_dir),
            "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "INKAPP_MAX_UPLOAD_MB": str(TEST_UPLOAD_LIMIT_MB), **env_overrides}
+    env = {k: v for k, v in env.items() if v != ""}
     url = f"http://127.0.0.1:{port}/"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "inkapp", "serve"], env=env, stdout=log,
@@ -108,7 +118,7 @@ def launched_app(ui_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory)
                 if time.monotonic() > deadline:
                     pytest.fail(f"app did not start within {APP_START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.5)
-        yield LaunchedApp(url, data_dir, log_path)
+        yield LaunchedApp(url, data_dir, log_path, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -116,3 +126,20 @@ def launched_app(ui_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def launched_app(ui_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedApp]:
+    """An open app (no experts configured) with a fresh data dir and the random models."""
+    with launch_app(ui_weights_dir, tmp_path_factory.mktemp("ui-data"),
+                    {"INKAPP_EXPERTS": "", "INKAPP_HF_EXPERTS": ""}) as app:
+        yield app
+
+
+@pytest.fixture(scope="session")
+def launched_restricted_app(ui_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedApp]:
+    """An app where only :data:`TEST_EXPERT` (password in ``INKAPP_EXPERTS``) may write."""
+    name, password = TEST_EXPERT
+    with launch_app(ui_weights_dir, tmp_path_factory.mktemp("ui-restricted-data"),
+                    {"INKAPP_EXPERTS": f"{name}={hash_password(password, 1000)}", "INKAPP_HF_EXPERTS": ""}) as app:
+        yield app

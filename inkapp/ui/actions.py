@@ -1,15 +1,19 @@
 """Every action of the app that changes stored state: recording analyses, corrections
 and their undo, retraining, promoting and discarding models.
 
-The app runs open (no expert authentication yet). All write paths go through
-:class:`CurationActions`, so an access check for experts can be added here, in one
-place, when authentication arrives.
+All write paths go through :class:`CurationActions`, and its expert-only ones
+(correct, undo, retrain, promote, discard) check the caller's :class:`Credentials`
+against the configured :class:`inkapp.auth.Experts` in one place,
+:meth:`CurationActions.authorise`. Recording an analysis is open to everyone.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from inkapp.auth import AccessDenied, Experts
 from inkapp.data.images import ImageError
 from inkapp.store.corrections import CorrectionError, CorrectionStore
 
@@ -19,8 +23,27 @@ from .retrain import RetrainError, RetrainManager
 from .review_queue import AnalysedLog
 from .versions import VersionError, discard, promote
 
-OPEN_ACCESS_NOTE = ("Open access: no expert authentication is configured — anyone who can reach this app can "
-                    "submit corrections, retrain and promote models.")
+OPEN_ACCESS_NOTE = ("**Open access:** no experts configured — anyone can correct. Anyone who can reach this app "
+                    "can submit and undo corrections, retrain, promote and discard models.")
+RESTRICTED_ACCESS_NOTE = ("**Restricted:** only configured experts can correct, undo, retrain, promote or discard "
+                          "({how}); anyone can analyse.")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who asks for a write: the typed expert name and password, and the Hugging Face
+    user name when signed in with Hugging Face (None otherwise)."""
+
+    expert: str
+    password: str = ""
+    hf_user: str | None = None
+
+    @classmethod
+    def from_form(cls, expert: str | None, password: str | None,
+                  profile: Mapping[str, Any] | None = None) -> "Credentials":
+        """Credentials from the form fields and the Hugging Face OAuth profile that gradio
+        injects (a ``gr.OAuthProfile``, None when nobody is signed in)."""
+        return cls(expert or "", password or "", (profile or {}).get("preferred_username") or None)
 
 
 @dataclass(frozen=True)
@@ -47,11 +70,31 @@ class CurationActions:
     """The app's state-changing operations over one data directory."""
 
     def __init__(self, hub: ModelHub, store: CorrectionStore, analysed_log: AnalysedLog,
-                 retrain: RetrainManager) -> None:
+                 retrain: RetrainManager, experts: Experts | None = None) -> None:
         self.hub = hub
         self.store = store
         self.analysed_log = analysed_log
         self.retrain = retrain
+        self.experts = experts if experts is not None else Experts()
+
+    @property
+    def access_note(self) -> str:
+        """One line for the page header: whether the app is open or restricted to experts."""
+        if not self.experts.configured:
+            return OPEN_ACCESS_NOTE
+        how = []
+        if self.experts.passwords:
+            how.append("expert name and password")
+        if self.experts.hf_users:
+            how.append("Hugging Face sign-in")
+        return RESTRICTED_ACCESS_NOTE.format(how=" or ".join(how))
+
+    def authorise(self, who: Credentials) -> str:
+        """The expert name to record for a write by ``who`` (:class:`AccessDenied` when refused).
+
+        Open mode (no experts configured) accepts any non-empty name.
+        """
+        return self.experts.authorise(who.expert, who.password, who.hf_user)
 
     def record_analysis(self, loaded: LoadedImage, analysis: ImageAnalysis, previous: AnalysedImage | None,
                         already_logged: set[tuple[str, str, str]]) -> AnalysedImage:
@@ -78,9 +121,14 @@ class CurationActions:
         self.analysed_log.append(records)
         return current
 
-    def submit_correction(self, current: AnalysedImage | None, task: str, corrected_label: str, expert: str,
+    def submit_correction(self, current: AnalysedImage | None, task: str, corrected_label: str, who: Credentials,
                           note: str) -> str:
-        """Append one correction for the image on screen; return a message for the curator."""
+        """Append one correction for the image on screen, recorded under the authorised
+        expert name; return a message for the curator."""
+        try:
+            expert = self.authorise(who)
+        except AccessDenied as err:
+            return f"Not saved: {err}"
         if current is None:
             return "Analyse an image first."
         prediction = current.predictions.get(task)
@@ -88,7 +136,7 @@ class CurationActions:
             return f"The current image has no {task} prediction to correct."
         try:
             row = self.store.add(task, current.sha256, current.image_path, prediction.label, prediction.confidence,
-                                 corrected_label or "", expert or "", note or "", prediction.model_version,
+                                 corrected_label or "", expert, note or "", prediction.model_version,
                                  prediction.classes)
         except (CorrectionError, ImageError) as err:
             return f"Not saved: {err}"
@@ -96,38 +144,45 @@ class CurationActions:
         return (f"Saved: {task} of {current.name} {verdict} as **{row['corrected_label']}** by {row['expert']} "
                 f"(row {row['id'][:8]}).")
 
-    def undo_last_correction(self, task: str, expert: str) -> str:
-        """Revoke the expert's latest correction in ``task``; return a message."""
+    def undo_last_correction(self, task: str, who: Credentials) -> str:
+        """Revoke the authorised expert's latest correction in ``task``; return a message."""
         try:
-            row = self.store.revoke_last(task, expert or "")
-        except CorrectionError as err:
+            expert = self.authorise(who)
+            row = self.store.revoke_last(task, expert)
+        except (AccessDenied, CorrectionError) as err:
             return f"Nothing undone: {err}"
         if row is None:
             return f"Nothing to undo: {expert} has no correction in effect for {task}."
         return f"Undone: correction {row['note'].split(':', 1)[1][:8]} ({task}) revoked by {row['expert']}."
 
-    def start_retrain(self, task: str) -> str:
+    def start_retrain(self, task: str, who: Credentials) -> str:
         """Start retraining ``task`` from the corrections; return a message."""
         status = self.hub.status(task)
         try:
+            self.authorise(who)
             job = self.retrain.start(task, status.folder)
-        except RetrainError as err:
+        except (AccessDenied, RetrainError) as err:
             return f"Not started: {err}"
         return f"Retraining {task} into candidate {job.candidate.name}."
 
-    def promote_candidate(self, task: str, candidate: Path) -> str:
+    def promote_candidate(self, task: str, candidate: Path, who: Credentials) -> str:
         """Make a candidate the active model of ``task`` and reload it; return a message."""
         try:
+            self.authorise(who)
             record = promote(self.hub.data_dir, task, candidate)
-        except VersionError as err:
+        except (AccessDenied, VersionError) as err:
             return f"Not promoted: {err}"
         status = self.hub.reload(task)
-        if status.source != "promoted":
+        if status.source != "promoted" or status.message:
             return f"Promoted {record['version']}, but it could not be loaded: {status.message}"
         return f"Promoted {record['version']}; it now serves {task}."
 
-    def discard_candidate(self, task: str, candidate: Path) -> str:
+    def discard_candidate(self, task: str, candidate: Path, who: Credentials) -> str:
         """Delete a candidate folder; return a message."""
+        try:
+            self.authorise(who)
+        except AccessDenied as err:
+            return f"Not discarded: {err}"
         job = self.retrain.job(task)
         if job is not None and job.candidate.resolve() == Path(candidate).resolve():
             job.cancel()

@@ -11,7 +11,7 @@ from PIL import Image
 from inkapp.data.images import ImageError
 from inkapp.paths import TASKS
 
-from .actions import AnalysedImage, CurationActions
+from .actions import AnalysedImage, Credentials, CurationActions
 from .analysis import CAM_METHODS, AnalysisCache, ImageAnalysis, LoadedImage, TaskView, analyse_loaded, load_upload
 from .domain import AUTO, DOMAINS
 from .uploads import UPLOAD_TYPES, UploadItem, expand_uploads
@@ -106,7 +106,7 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache) -> None:
     hub = actions.hub
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            files = gr.File(label="Images (JPEG, PNG, TIFF, WebP) or a .zip", file_count="multiple",
+            files = gr.File(label="Images (JPEG, PNG, TIFF, WebP, GIF, BMP) or a .zip", file_count="multiple",
                             file_types=UPLOAD_TYPES, elem_id="ink-upload")
             domain = gr.Radio([AUTO, *DOMAINS], value=AUTO, label="Domain")
             cam_method = gr.Dropdown(list(CAM_METHODS), value="GradCAM", label="Heat map method")
@@ -117,7 +117,10 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache) -> None:
                 gr.Markdown("#### Correct a label")
                 correct_task = gr.Dropdown(choices=[], label="Task", allow_custom_value=True, elem_id="ink-correct-task")
                 correct_label = gr.Dropdown(choices=[], label="Right label", allow_custom_value=True, elem_id="ink-correct-label")
-                expert = gr.Textbox(label="Expert name", elem_id="ink-expert")
+                with gr.Row():
+                    expert = gr.Textbox(label="Expert name", elem_id="ink-expert")
+                    password = gr.Textbox(label="Password", type="password", elem_id="ink-password",
+                                          visible=bool(actions.experts.passwords))
                 note = gr.Textbox(label="Note (optional)", elem_id="ink-note")
                 with gr.Row():
                     submit = gr.Button("Submit correction", variant="primary", elem_id="ink-submit")
@@ -198,11 +201,12 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache) -> None:
             return gr.Dropdown(choices=[], value=None)
         return gr.Dropdown(choices=list(prediction.classes), value=prediction.label)
 
-    def on_submit(task: str, label: str, who: str, text: str, state: AnalyseSession) -> str:
-        return actions.submit_correction(state.current, task, label, who, text)
+    def on_submit(task: str, label: str, who: str, secret: str, text: str, state: AnalyseSession,
+                  profile: gr.OAuthProfile | None) -> str:
+        return actions.submit_correction(state.current, task, label, Credentials.from_form(who, secret, profile), text)
 
-    def on_undo(task: str, who: str) -> str:
-        return actions.undo_last_correction(task, who)
+    def on_undo(task: str, who: str, secret: str, profile: gr.OAuthProfile | None) -> str:
+        return actions.undo_last_correction(task, Credentials.from_form(who, secret, profile))
 
     options = [domain, cam_method, opacity, session]
     files.upload(on_upload, [files, *options], [gallery, *outputs], api_name="analyse")
@@ -213,6 +217,6 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache) -> None:
     for panel in panels:
         panel.explain.input(on_explain, [*options, *[p.explain for p in panels]], outputs, api_name=False)
     correct_task.input(on_correct_task, [correct_task, session], correct_label, api_name=False)
-    submit.click(on_submit, [correct_task, correct_label, expert, note, session], correct_message,
+    submit.click(on_submit, [correct_task, correct_label, expert, password, note, session], correct_message,
                  api_name="submit_correction")
-    undo.click(on_undo, [correct_task, expert], correct_message, api_name="undo_correction")
+    undo.click(on_undo, [correct_task, expert, password], correct_message, api_name="undo_correction")

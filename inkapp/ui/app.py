@@ -2,7 +2,10 @@
 
 Models are loaded once when the app is built; the data directory
 (``$INKAPP_DATA_DIR``) holds corrections, stored images, the analysis log and
-promoted model versions.
+promoted model versions. Experts are read from ``$INKAPP_EXPERTS`` /
+``$INKAPP_HF_EXPERTS`` (see :mod:`inkapp.auth`); the page says whether the app is open
+or restricted. A Hugging Face sign-in button is shown only on a Space with
+``INKAPP_HF_EXPERTS`` set (elsewhere gradio would sign in the machine's own HF account).
 """
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ import os
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_space
 
+from inkapp.auth import Experts
 from inkapp.paths import data_dir as default_data_dir
 from inkapp.store.corrections import CorrectionStore
 
-from .actions import OPEN_ACCESS_NOTE, CurationActions
+from .actions import CurationActions
 from .analyse_tab import build_analyse_tab
 from .analysis import AnalysisCache
 from .hub import ModelHub
@@ -35,14 +40,17 @@ CSS = """
 .ink-meta { color: #7f8c8d; font-size: .85rem; margin-top: .25rem; }
 .ink-error { color: #922b21; }
 .ink-open-access { color: #873600; }
+.ink-restricted { color: #1e8449; }
 """
 
 
-def build_actions(data_dir: Path | None = None) -> CurationActions:
-    """Load every model and open the stores of ``data_dir`` (default ``$INKAPP_DATA_DIR``)."""
+def build_actions(data_dir: Path | None = None, experts: Experts | None = None) -> CurationActions:
+    """Load every model and open the stores of ``data_dir`` (default ``$INKAPP_DATA_DIR``);
+    ``experts`` defaults to :meth:`inkapp.auth.Experts.from_env`."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     root.mkdir(parents=True, exist_ok=True)
-    return CurationActions(ModelHub(root), CorrectionStore(root), AnalysedLog(root), RetrainManager(root))
+    experts = experts if experts is not None else Experts.from_env()
+    return CurationActions(ModelHub(root), CorrectionStore(root), AnalysedLog(root), RetrainManager(root), experts)
 
 
 def build_app(actions: CurationActions | None = None) -> gr.Blocks:
@@ -52,7 +60,11 @@ def build_app(actions: CurationActions | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nClassify Chinese ink paintings and calligraphy rubbings, see what the models "
                     f"look at, and correct their labels.")
-        gr.Markdown(OPEN_ACCESS_NOTE, elem_classes="ink-open-access", elem_id="ink-open-access")
+        with gr.Row():
+            gr.Markdown(actions.access_note, elem_id="ink-access",
+                        elem_classes="ink-restricted" if actions.experts.configured else "ink-open-access")
+            if actions.experts.hf_users and get_space() is not None:
+                gr.LoginButton(elem_id="ink-login")
         with gr.Tabs():
             with gr.Tab("Analyse", id="analyse"):
                 build_analyse_tab(actions, cache)

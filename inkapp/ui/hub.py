@@ -3,8 +3,10 @@
 For every task the :class:`ModelHub` loads the expert-promoted version recorded in
 ``<data_dir>/models/<task>/active.json`` if there is one, else the shipped weights
 (``$INKAPP_WEIGHTS_DIR/<task>`` or ``weights/<task>``). A promoted model that cannot
-be loaded is reported and the shipped one is used instead; a task without any usable
-model stays unavailable with a one-line reason while the other tasks keep serving.
+be loaded (tampered or mismatched card, corrupt weights) is reported: at startup the
+shipped one is used instead; on a later :meth:`ModelHub.reload` the model already
+serving keeps serving. A task without any usable model stays unavailable with a
+one-line reason while the other tasks keep serving.
 The optional painting-vs-calligraphy model (task ``domain``) is loaded the same way.
 """
 from __future__ import annotations
@@ -64,7 +66,12 @@ class ModelHub:
             self.reload(task)
 
     def reload(self, task: str) -> ModelStatus:
-        """(Re)load ``task``'s model: the promoted version if any and loadable, else the shipped one."""
+        """(Re)load ``task``'s model: the promoted version if any and loadable, else the shipped one.
+
+        When the promoted version is unusable and the task already has a model serving,
+        that model is kept (with the reason in its status message) rather than falling
+        back to the shipped one.
+        """
         notes: list[str] = []
         predictor: Predictor | None = None
         status: ModelStatus
@@ -78,8 +85,18 @@ class ModelHub:
                 predictor = Predictor.from_folder(promoted, self._device)
                 status = ModelStatus(task, "promoted", promoted, predictor.version, "", serial)
             except ModelLoadError as err:
-                notes.append(f"promoted model unusable, using the shipped one: {err}")
+                notes.append(f"promoted model unusable: {err}")
+        current = self._loaded.get(task)
+        if notes and current is not None and current[0] is not None:
+            kept = current[1]
+            status = ModelStatus(task, kept.source, kept.folder, kept.version,
+                                 f"{notes[0]}; still serving {kept.version}", kept.serial)
+            log.warning("%s: %s", task, status.message)
+            with self._lock:
+                self._loaded[task] = (current[0], status)
+            return status
         if predictor is None:
+            notes = [f"{n}; using the shipped model" for n in notes]
             folder = shipped_weights(task)
             try:
                 predictor = Predictor.from_folder(folder, self._device)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from inkapp.paths import TASKS
 
-from .actions import CurationActions
+from .actions import Credentials, CurationActions
 from .charts import confusion_heatmap
 from .comparison import compare_with_current, comparison_rows
 from .versions import VersionError, is_complete_run, list_candidates, list_versions, read_active
@@ -83,6 +83,10 @@ def build_models_tab(actions: CurationActions) -> gr.Tab:
             provenance = gr.JSON()
         gr.Markdown("### Retrain from corrections")
         with gr.Row():
+            expert = gr.Textbox(label="Expert name", elem_id="ink-model-expert")
+            password = gr.Textbox(label="Password", type="password", elem_id="ink-model-password",
+                                  visible=bool(actions.experts.passwords))
+        with gr.Row():
             retrain = gr.Button("Retrain from corrections", variant="primary")
         progress = gr.Markdown(elem_id="ink-retrain-progress")
         log = gr.Textbox(label="Training log (tail)", lines=8, max_lines=15, interactive=False)
@@ -117,8 +121,8 @@ def build_models_tab(actions: CurationActions) -> gr.Tab:
         return [f"**{state.state}** — {state.message}", state.log_tail,
                 gr.Timer(active=state.state == "running"), dropdown]
 
-    def start(task_name: str) -> list[Any]:
-        text = actions.start_retrain(task_name)
+    def start(task_name: str, who: str, secret: str, profile: gr.OAuthProfile | None) -> list[Any]:
+        text = actions.start_retrain(task_name, Credentials.from_form(who, secret, profile))
         return [text, *poll(task_name)]
 
     def compare_candidate(task_name: str, folder: str | None) -> list[Any]:
@@ -135,21 +139,29 @@ def build_models_tab(actions: CurationActions) -> gr.Tab:
         return [table, f"Current `{result['current_version']}` vs candidate `{result['candidate_version']}` on "
                        f"{result['n_compared']} test images ({result['skipped']} skipped)."]
 
-    def promote_candidate(task_name: str, folder: str | None) -> list[Any]:
-        text = actions.promote_candidate(task_name, Path(folder)) if folder else "Choose a candidate."
+    def promote_candidate(task_name: str, folder: str | None, who: str, secret: str,
+                          profile: gr.OAuthProfile | None) -> list[Any]:
+        credentials = Credentials.from_form(who, secret, profile)
+        text = actions.promote_candidate(task_name, Path(folder), credentials) if folder else "Choose a candidate."
         return [text, *show_card(task_name)]
 
-    def discard_candidate(task_name: str, folder: str | None) -> list[Any]:
-        text = actions.discard_candidate(task_name, Path(folder)) if folder else "Choose a candidate."
+    def discard_candidate(task_name: str, folder: str | None, who: str, secret: str,
+                          profile: gr.OAuthProfile | None) -> list[Any]:
+        credentials = Credentials.from_form(who, secret, profile)
+        text = actions.discard_candidate(task_name, Path(folder), credentials) if folder else "Choose a candidate."
         return [text, *show_card(task_name)]
 
     card_outputs = [card, per_class, confusion, provenance, candidate]
     task.change(show_card, task, card_outputs, api_name="model_card")
     tab.select(show_card, task, card_outputs, api_name=False)
-    retrain.click(start, task, [message, progress, log, timer, candidate], api_name="start_retrain")
+    retrain.click(start, [task, expert, password], [message, progress, log, timer, candidate],
+                  api_name="start_retrain")
     timer.tick(poll, task, [progress, log, timer, candidate], api_name=False)
     compare.click(compare_candidate, [task, candidate], [comparison, message], api_name="compare_candidate")
-    promote.click(promote_candidate, [task, candidate], [message, *card_outputs], api_name="promote_candidate")
-    discard.click(discard_candidate, [task, candidate], [message, *card_outputs], api_name="discard_candidate")
+    credentials = [expert, password]
+    promote.click(promote_candidate, [task, candidate, *credentials], [message, *card_outputs],
+                  api_name="promote_candidate")
+    discard.click(discard_candidate, [task, candidate, *credentials], [message, *card_outputs],
+                  api_name="discard_candidate")
     return tab
 

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from inkapp.data.images import ImageError, effective_max_bytes
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".gif", ".bmp")
 #: What the upload widget accepts.
 UPLOAD_TYPES = [*IMAGE_SUFFIXES, ".zip"]
 MAX_ITEMS = 500  # images per upload (files + zip members)
@@ -80,7 +80,7 @@ def expand_uploads(paths: list[str | Path]) -> tuple[list[UploadItem], list[str]
                 problems.append(f"{path.name}: not a readable zip archive ({err})")
                 continue
             if not members:
-                problems.append(f"{path.name}: no JPEG, PNG, TIFF or WebP images in the archive")
+                problems.append(f"{path.name}: no JPEG, PNG, TIFF, WebP, GIF or BMP images in the archive")
             items.extend(UploadItem(f"{path.name}/{m}", path, m) for m in members)
         else:
             items.append(UploadItem(path.name, path))

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from inkapp.models import ModelLoadError, read_card
+from inkapp.models import ModelLoadError, load_model, read_card
 from inkapp.models.serialization import CARD_FILE, WEIGHTS_FILE, atomic_write_text
 
 ACTIVE_FILE = "active.json"
@@ -98,8 +98,9 @@ def promote(data_dir: Path, task: str, candidate: Path) -> dict[str, Any]:
     """Copy a finished candidate into ``models/<task>/<version>/``, make it active, delete
     the candidate; return the new ``active.json`` record.
 
-    The candidate's card must be for ``task``; an existing version folder is never
-    overwritten (a numeric suffix is added).
+    The candidate's card must be for ``task`` and the copy must load (tensors matching
+    the card: a tampered or mismatched candidate is refused and the active version
+    stays); an existing version folder is never overwritten (a numeric suffix is added).
     """
     source = _candidate_in(data_dir, task, candidate)
     if not is_complete_run(source):
@@ -122,6 +123,11 @@ def promote(data_dir: Path, task: str, candidate: Path) -> dict[str, Any]:
     for file in PROMOTED_FILES:
         if (source / file).is_file():
             shutil.copy2(source / file, staging / file)
+    try:
+        load_model(staging)  # the copy that will be served, so nothing can change it after the check
+    except ModelLoadError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise VersionError(f"candidate {source.name} cannot be loaded: {err}") from err
     staging.rename(root / name)
     record = {"version": str(card.get("version", name)), "folder": name,
               "promoted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
