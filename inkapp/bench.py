@@ -70,7 +70,7 @@ from inkapp.explain.overlay import overlay
 from inkapp.inference import Predictor, default_device
 from inkapp.models import create_trunk
 from inkapp.paths import TASKS, shipped_weights, weights_root
-from inkapp.scan import default_workers, load_predictor, scan
+from inkapp.scan import default_workers, scan
 
 #: figure -> (comparison, limit); ratios are per model, the others global.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -261,7 +261,7 @@ def bench_model(predictor: Predictor, folder: Path, settings: Settings, scan_fol
     figures["options"] = _options(predictor, settings, scroll)
 
     batch = settings.batch_sizes[-1]
-    scanner = load_predictor(folder, device)
+    scanner = Predictor.from_folder(folder, device)
     seconds = []
     for i in range(warmup + runs):
         out = work / f"scan-{predictor.task}-{i}.csv"

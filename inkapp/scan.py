@@ -6,7 +6,7 @@
   processes exactly as ``inkapp predict`` does (:func:`inkapp.data.images.load_image`,
   then the card's letterbox :class:`~inkapp.data.preprocess.Preprocessor`); the main
   process runs the model in batches, so predictions equal ``inkapp predict``'s (up to
-  float rounding, < 1e-6: :func:`load_predictor` keeps the model in channels-last
+  float rounding, < 1e-6: both use :meth:`inkapp.inference.Predictor.probabilities`, which keeps channels-last
   memory format, which is faster for batches on CPU and GPU).
 * One row per image: ``path`` (relative to ``DIR``, ``/``-separated), ``sha256``,
   ``label``, ``confidence``, one ``p_<class>`` column per class (card order), ``error``.
@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from inkapp.data.images import ImageError, load_image, sha256_file
-from inkapp.data.preprocess import Preprocessor, normalise
+from inkapp.data.preprocess import Preprocessor
 from inkapp.inference import Predictor
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".gif", ".bmp"})
@@ -176,23 +176,6 @@ class ScanDataset(Dataset):
         return index, canvas, digest, ""
 
 
-def load_predictor(model_folder: str | Path, device: str | torch.device | None = None) -> Predictor:
-    """The predictor a scan uses: :meth:`Predictor.from_folder` with the model converted
-    to channels-last memory format (same outputs up to float rounding, faster batches)."""
-    predictor = Predictor.from_folder(model_folder, device)
-    predictor.model.to(memory_format=torch.channels_last)
-    return predictor
-
-
-def _probabilities(predictor: Predictor, canvases: torch.Tensor) -> torch.Tensor:
-    """uint8 N×3×S×S canvases -> N×K float32 probabilities on the CPU, computed as
-    :meth:`Predictor.predict` does (inference mode; float16 autocast on CUDA), with the
-    input in channels-last memory format."""
-    device = predictor.device
-    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
-        x = normalise(canvases.to(device, non_blocking=True), predictor.preprocessor.mean, predictor.preprocessor.std)
-        logits = predictor.model(x.contiguous(memory_format=torch.channels_last))
-        return torch.softmax(logits.float(), dim=1).cpu()
 
 
 def _rows(predictor: Predictor, paths: Sequence[str],
@@ -200,7 +183,7 @@ def _rows(predictor: Predictor, paths: Sequence[str],
     """One collated batch -> its CSV rows (forward pass only over the decodable files)."""
     indices, canvases, digests, errors = batch
     good = [i for i, e in enumerate(errors) if not e]
-    probs = _probabilities(predictor, canvases[good]) if good else torch.empty(0, len(predictor.classes))
+    probs = predictor.probabilities(canvases[good]) if good else torch.empty(0, len(predictor.classes))
     by_position = dict(zip(good, probs.tolist()))
     empty = [""] * (len(predictor.classes) + 2)
     rows = []
@@ -297,14 +280,14 @@ def run_scan(root: str | Path, out: str | Path, model_folder: str | Path, batch_
     group when launched by torchrun (gloo on CPU, NCCL on GPU; one GPU per local rank)."""
     rank, world_size, local_rank = _distributed()
     if world_size == 1:
-        return scan(root, out, load_predictor(model_folder), batch_size, workers)
+        return scan(root, out, Predictor.from_folder(model_folder), batch_size, workers)
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
         device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-        predictor = load_predictor(model_folder, device)
+        predictor = Predictor.from_folder(model_folder, device)
         return scan(root, out, predictor, batch_size, workers, rank, world_size, dist.barrier)
     finally:
         dist.destroy_process_group()

@@ -22,7 +22,8 @@ from inkapp.bench import GLOBAL_FIGURES, MODEL_FIGURES, TARGETS
 from inkapp.cli import main
 from inkapp.data.preprocess import Preprocessor
 from inkapp.models import build_model, save_model
-from inkapp.scan import columns, load_predictor, repair_csv, scan
+from inkapp.inference import Predictor
+from inkapp.scan import columns, repair_csv, scan
 
 CLASSES = ["figure", "flower_bird", "landscape"]
 TASK = "painting-subject"
@@ -110,7 +111,7 @@ def test_scan_equals_predict_and_reports_bad_files(tmp_path: Path, model: Path,
     (folder / "album" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (folder / "notes.txt").write_text("not listed")
     out = tmp_path / "results.csv"
-    summary = scan(folder, out, load_predictor(model), batch_size=4, workers=0, progress=False)
+    summary = scan(folder, out, Predictor.from_folder(model), batch_size=4, workers=0, progress=False)
     assert (summary.listed, summary.scanned, summary.errors, summary.skipped) == (8, 8, 2, 0)
     rows = {r["path"]: r for r in read_rows(out)}
     assert set(rows) == {*good, "broken.jpg", "album/truncated.jpg"}
