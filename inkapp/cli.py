@@ -18,13 +18,37 @@ def _models(args: argparse.Namespace) -> int:
         rows.append({"name": name, "arch": d["arch"], "backbone": d.get("backbone"), "image_size": d.get("image_size"),
                      "grayscale": d.get("grayscale"), "options": d.get("options", {}),
                      "params": sum(p.numel() for p in m.parameters()), "description": d.get("description", "")})
+        if args.time:
+            rows[-1]["forward_ms_median"] = _median_forward_ms(m, d["image_size"], args.time, args.threads)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"{'name':24} {'backbone':24} {'size':>5} {'params (4 classes)':>19}  description")
+        timed = " forward ms" if args.time else ""
+        print(f"{'name':24} {'backbone':24} {'size':>5} {'params (4 classes)':>19}{timed}  description")
         for r in rows:
-            print(f"{r['name']:24} {str(r['backbone']):24} {r['image_size']:>5} {r['params']:>19,}  {r['description']}")
+            t = f" {r['forward_ms_median']:>10.1f}" if args.time else ""
+            print(f"{r['name']:24} {str(r['backbone']):24} {r['image_size']:>5} {r['params']:>19,}{t}  {r['description']}")
     return 0
+
+
+def _median_forward_ms(model, size: int, runs: int, threads: int) -> float:
+    """Median wall time (ms) of a batch-1 CPU forward at size×size, after 2 warm-up runs."""
+    import statistics
+    import time
+
+    import torch
+
+    torch.set_num_threads(threads)
+    model.eval()
+    x = torch.randn(1, 3, size, size)
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 2):
+            t = time.perf_counter()
+            model(x)
+            if i >= 2:
+                times.append((time.perf_counter() - t) * 1000)
+    return round(statistics.median(times), 2)
 
 
 def _model_folder(task: str, weights: str | None) -> Path:
@@ -138,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("models", help="list registered architectures and variants with parameter counts")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--time", type=int, default=0, metavar="RUNS",
+                   help="also time RUNS batch-1 CPU forwards at the default input size (median, ms)")
+    s.add_argument("--threads", type=int, default=2, help="torch threads for --time")
     s.set_defaults(func=_models)
 
     s = sub.add_parser("train", help="train a model from a YAML config")

@@ -16,6 +16,7 @@ from PIL import Image
 from inkapp.store.corrections import FIELDS
 
 from conftest import UI_TEST_MODELS, LaunchedApp
+from upload_cases import bad_uploads, stored_state
 
 SAMPLE = Path(__file__).parent / "data" / "chelsea.jpg"
 EXPERT = "client-test-expert"
@@ -67,9 +68,10 @@ def test_analyse_correct_undo_writes_the_csv(client: Client, launched_app: Launc
     assert Image.open(cam).size == (451, 300)
 
     corrected = next(c for c in UI_TEST_MODELS["painting-subject"][2] if c != predicted)
-    message = client.predict("painting-subject", corrected, EXPERT, "a cat, not art", api_name="/submit_correction")
+    message = client.predict("painting-subject", corrected, EXPERT, "", "a cat, not art",
+                             api_name="/submit_correction")
     assert message.startswith("Saved")
-    message = client.predict("painting-subject", EXPERT, api_name="/undo_correction")
+    message = client.predict("painting-subject", EXPERT, "", api_name="/undo_correction")
     assert message.startswith("Undone")
 
     fields, rows = read_csv(launched_app.data_dir)
@@ -103,16 +105,17 @@ def test_analyse_correct_undo_writes_the_csv(client: Client, launched_app: Launc
     assert confidences == sorted(confidences)
 
 
-def test_bad_upload_shows_the_message_and_stores_nothing(client: Client, launched_app: LaunchedApp,
-                                                         tmp_path: Path) -> None:
-    bad = tmp_path / "broken.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
-    images_before = sorted((launched_app.data_dir / "images").rglob("*"))
-    _, status, *_ = client.predict([handle_file(str(bad))], "auto", "GradCAM", 0.5, api_name="/analyse")
-    assert status.startswith("**broken.png**: ") and "PNG" in status
-    assert sorted((launched_app.data_dir / "images").rglob("*")) == images_before
-    message = client.predict("painting-subject", "figure", EXPERT, "", api_name="/submit_correction")
-    assert message == "Analyse an image first."
+def test_bad_uploads_show_the_message_and_store_nothing(client: Client, launched_app: LaunchedApp,
+                                                        tmp_path: Path) -> None:
+    before = stored_state(launched_app.data_dir)
+    for name, case in bad_uploads(tmp_path).items():
+        gallery, status, *_ = client.predict([handle_file(str(case.path))], "auto", "GradCAM", 0.5,
+                                             api_name="/analyse")
+        assert len(gallery) == 1 and gallery[0]["caption"].startswith(f"{name}: ")
+        assert status.startswith(f"**{name}**: ") and case.message in status and "\n" not in status, status
+        message = client.predict("painting-subject", "figure", EXPERT, "", "", api_name="/submit_correction")
+        assert message == "Analyse an image first."
+    assert stored_state(launched_app.data_dir) == before
 
 
 def test_zip_upload_fills_the_gallery(client: Client, tmp_path: Path) -> None:

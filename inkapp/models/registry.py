@@ -105,7 +105,7 @@ def describe(name: str) -> dict[str, Any]:
     return dict(_VARIANTS[name])
 
 
-register_arch("inkfusion", InkFusionNet, {"backbone": "tf_efficientnet_lite0", "image_size": 320, "grayscale": False,
+register_arch("inkfusion", InkFusionNet, {"backbone": "tf_efficientnet_lite0", "image_size": 256, "grayscale": False,
                                           "description": "InkFusionNet (paper A): MS-HCM + DPAFM + cross-layer gates"})
 register_variant("inkfusion-base", "inkfusion", "paper A ablation: backbone with multi-level pooling, no modules",
                  ms_hcm=False, dpafm=False, cross_layer=False)

@@ -157,10 +157,9 @@ class CurationActions:
 
     def start_retrain(self, task: str, who: Credentials) -> str:
         """Start retraining ``task`` from the corrections; return a message."""
-        status = self.hub.status(task)
         try:
             self.authorise(who)
-            job = self.retrain.start(task, status.folder)
+            job = self.retrain.start(task, self.hub.status(task).folder)
         except (AccessDenied, RetrainError) as err:
             return f"Not started: {err}"
         return f"Retraining {task} into candidate {job.candidate.name}."
