@@ -33,15 +33,35 @@ def shipped(weights: Path) -> list[str]:
     return lines
 
 
+def _from_run_folders(folder: Path) -> dict | None:
+    """Rebuild an ablation document from ``<variant>-s<seed>/metrics.json`` folders (an
+    ablation still running, or stopped, has no ablation.json yet)."""
+    import numpy as np
+
+    runs: dict[str, list[dict]] = {}
+    for m in sorted(folder.glob("*-s*/metrics.json")):
+        variant = m.parent.name.rsplit("-s", 1)[0]
+        runs.setdefault(variant, []).append(json.loads(m.read_text())["test"])
+    if not runs:
+        return None
+    keys = ("accuracy", "macro_f1", "macro_auc")
+    first = next(iter(runs.values()))[0]
+    return {"task": folder.name, "seeds": f"{min(map(len, runs.values()))}-{max(map(len, runs.values()))}",
+            "split": {"test": first["n"]}, "partial": True,
+            "variants": {v: {"summary": {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs]))}
+                                         for k in keys}, "n_seeds": len(rs)} for v, rs in runs.items()}}
+
+
 def ablation(path: Path) -> list[str]:
-    if not path.exists():
-        return [f"(no results at {path})"]
-    doc = json.loads(path.read_text())
-    lines = [f"Task {doc['task']}, {doc['seeds']} seeds, split {doc['split']}.", "",
-             "| variant | accuracy | macro-F1 | macro-AUC |", "|---|---|---|---|"]
+    doc = json.loads(path.read_text()) if path.exists() else _from_run_folders(path.parent)
+    if doc is None:
+        return [f"(no results at {path.parent})"]
+    note = " (partial: built from the finished runs)" if doc.get("partial") else ""
+    lines = [f"Task {doc['task']}, {doc['seeds']} seeds, split {doc['split']}{note}.", "",
+             "| variant | seeds | accuracy | macro-F1 | macro-AUC |", "|---|---|---|---|---|"]
     for v, t in doc["variants"].items():
         s = t["summary"]
-        lines.append(f"| {v} | {s['accuracy']['mean']:.4f} ± {s['accuracy']['std']:.4f} | "
+        lines.append(f"| {v} | {t.get('n_seeds', len(t.get('runs', [])))} | {s['accuracy']['mean']:.4f} ± {s['accuracy']['std']:.4f} | "
                      f"{s['macro_f1']['mean']:.4f} ± {s['macro_f1']['std']:.4f} | "
                      f"{s['macro_auc']['mean']:.4f} ± {s['macro_auc']['std']:.4f} |")
     return lines

@@ -28,6 +28,12 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
                 "n": len(results)} for k in METRIC_KEYS}
 
 
+def _finished(folder: Path) -> dict[str, Any] | None:
+    """Test metrics of a run folder that already finished (so a stopped experiment resumes)."""
+    path = folder / "metrics.json"
+    return json.loads(path.read_text())["test"] if path.exists() else None
+
+
 def _prepare(cfg: TrainConfig):
     m = resolve_config(cfg.model)
     return prepare_data(cfg.data, cfg.task, m.image_size, m.grayscale, cfg.split.phash_threshold)
@@ -46,8 +52,8 @@ def cross_validate(config: str | Path, folds: int, out: str | Path | None, overr
     per_fold = []
     for i, split in enumerate(splits):
         _log(f"fold {i + 1}/{folds}")
-        r = run(cfg, out / f"fold{i:02d}", split=split, data=prepared, log=_log)
-        per_fold.append({k: r["metrics"][k] for k in METRIC_KEYS})
+        metrics = _finished(out / f"fold{i:02d}") or run(cfg, out / f"fold{i:02d}", split=split, data=prepared, log=_log)["metrics"]
+        per_fold.append({k: metrics[k] for k in METRIC_KEYS})
     summary = {"task": cfg.task, "folds": folds, "per_fold": per_fold, "summary": _summary(per_fold)}
     atomic_write_text(out / "cv.json", json.dumps(summary, indent=1))
     lines = [f"# {folds}-fold cross-validation: {cfg.task} ({cfg.model.get('arch')})", "",
@@ -61,7 +67,8 @@ def cross_validate(config: str | Path, folds: int, out: str | Path | None, overr
 def ablate(config: str | Path, variants: list[str], seeds: int, out: str | Path | None, overrides: dict[str, Any],
            data: str | None = None) -> dict[str, Any]:
     """Train every variant with ``seeds`` seeds on one shared split; writes ``ablation.json``
-    and ``ablation.md`` (mean ± std of the test metrics per variant)."""
+    and ``ablation.md`` (mean ± std of the test metrics per variant). Runs whose folder
+    already holds ``metrics.json`` are reused, so a stopped ablation resumes."""
     if data:
         overrides = {**overrides, "data": data}
     cfg = load_config(config, overrides)
@@ -78,8 +85,9 @@ def ablate(config: str | Path, variants: list[str], seeds: int, out: str | Path 
             _log(f"{variant} seed {seed}")
             c = load_config(config, {**overrides, "train.seed": seed})
             c.model = {**cfg.model, "arch": variant}
-            r = run(c, out / f"{variant}-s{seed}", split=split, data=prepared, log=_log)
-            runs.append({k: r["metrics"][k] for k in METRIC_KEYS})
+            folder = out / f"{variant}-s{seed}"
+            metrics = _finished(folder) or run(c, folder, split=split, data=prepared, log=_log)["metrics"]
+            runs.append({k: metrics[k] for k in METRIC_KEYS})
         table[variant] = {"runs": runs, "summary": _summary(runs)}
     doc = {"task": cfg.task, "seeds": seeds, "split": {k: len(v) for k, v in split.items()}, "variants": table}
     atomic_write_text(out / "ablation.json", json.dumps(doc, indent=1))
