@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -342,3 +343,52 @@ def test_tasks_outside_the_mapping_are_not_label_checked(tmp_path: Path):
     active, summary = read_corrections(tmp_path / "corrections.csv", {TASK: ["gongbi"]})
     assert [r["task"] for r in active] == ["script"]
     assert summary["unknown_label"] == 1 and summary["active"] == 1
+
+
+_LOOPING_WRITER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_corrections import add
+from inkapp.store.corrections import CorrectionStore
+store = CorrectionStore(Path(sys.argv[1]))
+for i in range(100_000):
+    add(store, sha=f"{i:064x}", expert="killed writer", note="墨" * (i % 300))
+"""
+
+
+def test_real_writer_killed_with_sigkill_leaves_a_parseable_csv(tmp_path: Path):
+    csv_path = tmp_path / "corrections.csv"
+    proc = subprocess.Popen([sys.executable, "-c", _LOOPING_WRITER, str(tmp_path), str(Path(__file__).parent)])
+    try:
+        while not csv_path.exists() or csv_path.read_bytes().count(b"\n") < 50:
+            assert proc.poll() is None, "the writer exited early"
+            threading.Event().wait(0.05)
+    finally:
+        proc.kill()
+    assert proc.wait() == -signal.SIGKILL
+    written = csv_path.read_bytes().count(b"\n") - 1
+    torn = not csv_path.read_bytes().endswith(b"\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = CorrectionStore(tmp_path)
+    assert any(issubclass(w.category, TornWriteWarning) for w in caught) == torn
+    rows = store.rows()
+    assert len(rows) == written and all(r["expert"] == "killed writer" for r in rows)
+    assert all(len(line) == len(FIELDS) for line in csv_lines(csv_path))
+    assert read_corrections(csv_path)[1]["malformed"] == 0
+    add(store, sha=SHA_B)
+    assert len(store.rows()) == written + 1
+
+
+def test_ui_csv_export_escapes_formulas(tmp_path: Path):
+    from inkapp.ui.review_tab import write_csv
+
+    store = CorrectionStore(tmp_path)
+    add(store, expert="=cmd|' /C calc'!A0", note="@SUM(1+1)*cmd|' /C calc'!A0", model_version="+v1")
+    out = write_csv(store.rows(), tmp_path / "export.csv")
+    header, cells = csv_lines(out)
+    assert header == list(FIELDS)
+    assert cells[FIELDS.index("expert")] == "'=cmd|' /C calc'!A0"
+    assert cells[FIELDS.index("note")].startswith("'@") and cells[FIELDS.index("model_version")] == "'+v1"
+    assert all(not cell or cell[0] not in "=+-@\t\r" for cell in cells)

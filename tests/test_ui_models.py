@@ -2,19 +2,26 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from inkapp.models.serialization import CARD_FILE
+from inkapp.auth import Experts
+from inkapp.models.serialization import CARD_FILE, WEIGHTS_FILE
+from inkapp.store.corrections import CorrectionStore
+from inkapp.ui.actions import Credentials, CurationActions
 from inkapp.ui.comparison import COMPARED_METRICS, compare_with_current, comparison_rows
 from inkapp.ui.hub import ModelHub
+from inkapp.ui.models_tab import card_markdown
 from inkapp.ui.retrain import RetrainManager, log_tail, read_log_progress
-from inkapp.ui.versions import (ACTIVE_FILE, VersionError, candidates_root, discard, list_candidates, list_versions,
-                                promote, read_active, task_root)
+from inkapp.ui.review_queue import AnalysedLog
+from inkapp.ui.versions import (ACTIVE_FILE, VersionError, candidates_root, discard, is_complete_run, list_candidates,
+                                list_versions, promote, read_active, task_root)
 
 from conftest import UI_TEST_MODELS, make_random_model
 
@@ -119,3 +126,55 @@ def test_failed_retrain_leaves_the_active_model_and_says_why(ui_weights_dir: Pat
     assert "no-such-data" in progress.log_tail
     assert read_active(data_dir, TASK) is None
     assert list_candidates(data_dir, TASK) == [job.candidate]
+
+
+def tamper_classes(folder: Path) -> None:
+    """Add a class to a model card without touching the weights (its tensors no longer fit)."""
+    card = json.loads((folder / CARD_FILE).read_text())
+    card["classes"].append("forged")
+    card["model"]["num_classes"] += 1
+    (folder / CARD_FILE).write_text(json.dumps(card))
+
+
+def test_tampered_models_never_replace_the_one_serving(ui_weights_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INKAPP_WEIGHTS_DIR", str(ui_weights_dir))
+    actions = CurationActions(ModelHub(tmp_path, tasks=[TASK], device="cpu"), CorrectionStore(tmp_path),
+                              AnalysedLog(tmp_path), RetrainManager(tmp_path), Experts())
+    expert = Credentials("curator")
+    good = make_candidate(tmp_path, "20260101T000000Z", [], version="good-1")
+    assert actions.promote_candidate(TASK, good, expert) == f"Promoted good-1; it now serves {TASK}."
+    serving = actions.hub.predictor(TASK)
+
+    tampered = make_candidate(tmp_path, "20260102T000000Z", [], version="bad-2")
+    tamper_classes(tampered)
+    message = actions.promote_candidate(TASK, tampered, expert)
+    assert message.startswith("Not promoted: candidate 20260102T000000Z cannot be loaded") and "wrong shape" in message
+    reshaped = make_candidate(tmp_path, "20260103T000000Z", [], version="bad-3")
+    make_random_model(tmp_path / "other", "calligrapher")  # same arch family, other shapes
+    shutil.copy(tmp_path / "other" / WEIGHTS_FILE, reshaped / WEIGHTS_FILE)
+    message = actions.promote_candidate(TASK, reshaped, expert)
+    assert message.startswith("Not promoted: candidate 20260103T000000Z cannot be loaded") and "weights" in message
+    assert read_active(tmp_path, TASK)["version"] == "good-1" and list_versions(tmp_path, TASK) == ["good-1"]
+    assert actions.hub.predictor(TASK) is serving
+
+    tamper_classes(task_root(tmp_path, TASK) / "good-1")  # the active version corrupted on disk
+    status = actions.hub.reload(TASK)
+    assert actions.hub.predictor(TASK) is serving and status.version == "good-1"
+    assert "promoted model unusable" in status.message and "still serving good-1" in status.message
+    assert "still serving good-1" in card_markdown(actions, TASK)  # the Models tab says why
+    assert ModelHub(tmp_path, tasks=[TASK], device="cpu").status(TASK).source == "shipped"  # after a restart
+
+
+def test_killed_retrain_leaves_the_active_model_and_says_why(ui_weights_dir: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "app-data"
+    manager = RetrainManager(data_dir, extra_args=("--epochs", "1"))
+    job = manager.start(TASK, ui_weights_dir / TASK)
+    os.killpg(job.process.pid, signal.SIGKILL)  # e.g. the OOM killer, before any output is written
+    job.process.wait(timeout=60)
+    progress = job.progress()
+    assert progress.state == "failed"
+    assert progress.message == "retraining failed (killed by signal 9); the active model is unchanged"
+    assert read_active(data_dir, TASK) is None and not is_complete_run(job.candidate)
+    with pytest.raises(VersionError, match="not finished"):
+        promote(data_dir, TASK, job.candidate)

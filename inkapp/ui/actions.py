@@ -40,7 +40,7 @@ class Credentials:
 
     @classmethod
     def from_form(cls, expert: str | None, password: str | None,
-                  profile: Mapping[str, Any] | None = None) -> "Credentials":
+                  profile: Mapping[str, Any] | None = None) -> Credentials:
         """Credentials from the form fields and the Hugging Face OAuth profile that gradio
         injects (a ``gr.OAuthProfile``, None when nobody is signed in)."""
         return cls(expert or "", password or "", (profile or {}).get("preferred_username") or None)
