@@ -67,7 +67,8 @@ from PIL import Image
 
 from inkapp.data.images import load_image
 from inkapp.explain.overlay import overlay
-from inkapp.inference import Predictor, default_device
+from inkapp.device import default_device
+from inkapp.inference import Predictor
 from inkapp.models import create_trunk
 from inkapp.paths import TASKS, shipped_weights, weights_root
 from inkapp.scan import default_workers, scan

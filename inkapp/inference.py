@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from inkapp.data.preprocess import Preprocessor, normalise
+from inkapp.device import default_device
 from inkapp.explain.cam import class_activation_map
 from inkapp.explain.overlay import crop_to_image
 from inkapp.models import load_model
@@ -71,11 +72,6 @@ class Analysis:
     attention: dict[str, np.ndarray]
     channel_weights: dict[str, np.ndarray]
     gates: dict[str, float]
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Predictor:

@@ -10,7 +10,8 @@ import numpy as np
 from ..data.dataset import decode_canvases, scan_imagefolder
 from ..data.preprocess import Preprocessor, normalise
 from ..models import load_model
-from .loop import default_device, predict_probs
+from ..device import default_device
+from .loop import predict_probs
 from .metrics import classification_metrics
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..data.augment import build_augment
 from ..data.dataset import CanvasDataset
+from ..device import default_device
 from ..models.backbones import stage_modules
 from .config import OptimConfig
 from .losses import class_weights, contrastive_loss
@@ -35,13 +36,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def default_device() -> torch.device:
-    """CUDA when present (the local rank's GPU under torchrun), else CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
 
 
 @dataclass

@@ -28,7 +28,8 @@ from ..models.serialization import atomic_write_text
 from .config import TrainConfig
 from .data import PreparedData, prepare_data
 from .figures import write_figures
-from .loop import default_device, init_distributed, predict_probs, train_model
+from ..device import default_device
+from .loop import init_distributed, predict_probs, train_model
 from .metrics import classification_metrics
 
 #: Predictions at or above the uncertainty threshold should be right this often on validation data.

@@ -18,7 +18,8 @@ from inkapp.data.dataset import decode_canvases
 from inkapp.data.preprocess import Preprocessor, normalise
 from inkapp.models import load_model, read_card
 from inkapp.models.serialization import atomic_write_text
-from inkapp.training.loop import default_device, predict_probs
+from inkapp.device import default_device
+from inkapp.training.loop import predict_probs
 from inkapp.training.metrics import classification_metrics
 
 from .retrain import REPO_ROOT
