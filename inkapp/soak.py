@@ -5,8 +5,8 @@ server's resident memory before and after.
 throw-away data directory (or uses ``--url``/``--pid`` of an app already running),
 sends ``--analyses`` uploads of small generated images through ``/analyse`` from
 ``--clients`` threads (one gradio_client each), and prints one JSON object: errors,
-wall time, and the server's RSS when ready, after a warm-up analysis per client
-(the baseline) and at the end. Exit status 1 when any analysis failed or the end RSS
+wall time, and the server's RSS when ready, after the ``--warmup`` analyses (the
+baseline; by default enough to fill the app's bounded analysis cache) and at the end. Exit status 1 when any analysis failed or the end RSS
 is more than ``--max-rss-growth`` above the baseline.
 """
 from __future__ import annotations
@@ -116,13 +116,19 @@ def serve(data_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> 
             proc.wait()
 
 
+#: Warm-up analyses before the RSS baseline: more than the app's analysis cache holds
+#: (``AnalysisCache(max_entries=64)``), so the baseline is taken with that bounded cache
+#: full and the soak measures leaks, not the cache filling up.
+DEFAULT_WARMUP = 80
+
+
 def run_soak(url: str, pid: int, analyses: int, clients: int, workdir: Path, side: int = DEFAULT_SIDE,
-             first_index: int = 0) -> SoakResult:
+             first_index: int = 0, warmup: int = DEFAULT_WARMUP) -> SoakResult:
     """Send ``analyses`` uploads to ``/analyse`` of the app at ``url`` (server process ``pid``)
     from ``clients`` concurrent clients; images are numbered from ``first_index``.
 
-    One warm-up analysis per client runs first and is not counted; the RSS baseline
-    (``rss_start_mib``) is taken after it.
+    ``max(warmup, clients)`` warm-up analyses run first and are not counted; the RSS
+    baseline (``rss_start_mib``) is taken after them.
     """
     from gradio_client import Client, handle_file
 
@@ -148,7 +154,8 @@ def run_soak(url: str, pid: int, analyses: int, clients: int, workdir: Path, sid
             path.unlink(missing_ok=True)
 
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(analyse, range(first_index + analyses, first_index + analyses + clients)))  # warm-up
+        n_warm = max(warmup, clients)
+        list(pool.map(analyse, range(first_index + analyses, first_index + analyses + n_warm)))  # warm-up
         result.errors.clear()
         result.rss_start_mib = rss_mib(pid)
         started = time.perf_counter()
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side", type=int, default=DEFAULT_SIDE, help="longest image side in pixels")
     parser.add_argument("--url", help="an app already running (requires --pid); default: start one")
     parser.add_argument("--pid", type=int, help="process id of the app at --url (for its RSS)")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+                        help="uncounted analyses before the RSS baseline (default fills the app's analysis cache)")
     parser.add_argument("--max-rss-growth", type=float, default=0.10,
                         help="fail when end RSS exceeds the warmed-up baseline by more than this fraction")
     args = parser.parse_args(argv)
@@ -174,11 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="inkapp-soak-") as tmp:
         work = Path(tmp)
         if args.url:
-            result = run_soak(args.url, args.pid, args.analyses, args.clients, work / "uploads", args.side)
+            result = run_soak(args.url, args.pid, args.analyses, args.clients, work / "uploads", args.side,
+                              warmup=args.warmup)
         else:
             (work / "data").mkdir()
             with serve(work / "data", work / "server.log") as (url, pid):
-                result = run_soak(url, pid, args.analyses, args.clients, work / "uploads", args.side)
+                result = run_soak(url, pid, args.analyses, args.clients, work / "uploads", args.side,
+                                  warmup=args.warmup)
     print(json.dumps(result.to_dict(), indent=1))
     return 1 if result.errors or result.rss_growth > args.max_rss_growth else 0
 

@@ -12,7 +12,8 @@ ANALYSES, CLIENTS = 20, 4
 
 
 def test_short_soak_has_no_errors(launched_app: LaunchedApp, tmp_path: Path) -> None:
-    result = run_soak(launched_app.url, launched_app.pid, ANALYSES, CLIENTS, tmp_path, side=64, first_index=10_000)
+    result = run_soak(launched_app.url, launched_app.pid, ANALYSES, CLIENTS, tmp_path, side=64, first_index=10_000,
+                      warmup=CLIENTS)
     print(f"soak: {result.to_dict()}")
     assert result.errors == []
     assert result.rss_start_mib > 0 and result.rss_end_mib > 0
