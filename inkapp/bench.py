@@ -72,6 +72,7 @@ from inkapp.inference import Predictor
 from inkapp.models import create_trunk
 from inkapp.paths import TASKS, shipped_weights, weights_root
 from inkapp.scan import default_workers, scan
+from inkapp.procs import stop_process
 
 #: figure -> (comparison, limit); ratios are per model, the others global.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -370,12 +371,7 @@ def cold_start(timeout: float = COLD_START_TIMEOUT_S) -> tuple[float | None, flo
                 return time.perf_counter() - start, _proc_peak_rss_mb(proc.pid), None
             return None, None, f"the app did not answer on {url} within {timeout:.0f} s"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=15)
 
 
 def _check(value: float | None, comparison: str, limit: float) -> bool | None:

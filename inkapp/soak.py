@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from inkapp.procs import stop_process
 
 DEFAULT_SIDE = 96  # pixels: small images keep the soak about the server, not the model
 START_TIMEOUT_S = 600.0
@@ -108,12 +109,7 @@ def serve(data_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> 
                 time.sleep(0.5)
         yield url, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=30)
 
 
 #: Warm-up analyses before the RSS baseline: more than the app's analysis cache holds

@@ -25,6 +25,7 @@ import torch
 from inkapp.auth import hash_password
 from inkapp.data.preprocess import Preprocessor
 from inkapp.models import build_model, save_model
+from inkapp.procs import stop_process
 
 UI_MODEL_SIZE = 128
 #: task -> (arch, domain, classes, dynasty table) of the random-weight test models.
@@ -120,12 +121,7 @@ def launch_app(weights_dir: Path, data_dir: Path, env_overrides: dict[str, str])
                 time.sleep(0.5)
         yield LaunchedApp(url, data_dir, log_path, proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=30)
 
 
 @pytest.fixture(scope="session")
