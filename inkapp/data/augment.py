@@ -13,6 +13,10 @@
 * ``none`` — identity.
 
 Fill colour for geometric transforms is paper white (255), matching the letterbox.
+
+:class:`ContentCrop` is the training-only "tiled view": a window of the full-resolution
+canvas, so the model learns from strokes at the resolution it is evaluated at (the whole
+canvas, in one fully convolutional forward) instead of from a page shrunk to the window.
 """
 from __future__ import annotations
 
@@ -55,8 +59,48 @@ class FastElastic(torch.nn.Module):
         return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
-def build_augment(recipe: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """uint8 3×S×S -> uint8 3×S×S augmentation for ``recipe`` (None for ``none``)."""
+class ContentCrop(torch.nn.Module):
+    """A random ``size``×``size`` window of a uint8 3×S×S canvas whose centre lies inside
+    the image content, not in the letterbox padding.
+
+    Content is every pixel that is not pure paper white (255) in some channel, so the
+    window never falls wholly on the padding of a long scroll; the window is clamped to
+    the canvas. A canvas no larger than ``size`` is returned unchanged.
+    """
+
+    def __init__(self, size: int, fill: int = FILL) -> None:
+        super().__init__()
+        self.size, self.fill = size, fill
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        _, h, w = img.shape
+        s = self.size
+        if h <= s and w <= s:
+            return img
+        ink = (img != self.fill).any(0)
+        rows, cols = torch.nonzero(ink.any(1)).flatten(), torch.nonzero(ink.any(0)).flatten()
+        if len(rows) == 0:
+            rows, cols = torch.tensor([0, h - 1]), torch.tensor([0, w - 1])
+        cy = int(torch.randint(int(rows[0]), int(rows[-1]) + 1, ()))
+        cx = int(torch.randint(int(cols[0]), int(cols[-1]) + 1, ()))
+        top = min(max(cy - s // 2, 0), max(h - s, 0))
+        left = min(max(cx - s // 2, 0), max(w - s, 0))
+        return img[:, top:top + s, left:left + s]
+
+
+def build_augment(recipe: str, crop: int = 0) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """uint8 3×S×S -> uint8 augmentation for ``recipe`` (None for ``none`` without a crop).
+
+    With ``crop`` > 0 a :class:`ContentCrop` of that side comes first (output 3×crop×crop
+    when S > crop), so the recipe's transforms run on the smaller window."""
+    steps = [ContentCrop(crop)] if crop > 0 else []
+    recipe_fn = _recipe(recipe)
+    if recipe_fn is not None:
+        steps.append(recipe_fn)
+    return v2.Compose(steps) if steps else None
+
+
+def _recipe(recipe: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
     if recipe == "none":
         return None
     if recipe == "calligraphy":

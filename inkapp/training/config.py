@@ -33,6 +33,7 @@ class OptimConfig:
     freeze_stages: int = 0  # stem + this many backbone stages minus one are frozen
     early_stop_patience: int = 5  # epochs without val-accuracy gain; 0 = off
     augment: str = "painting"  # see inkapp.data.augment.RECIPES
+    crop: int = 0  # train on random crop×crop windows of the canvas (0 = whole canvas); evaluation sees the whole canvas
     tta_hflip: bool = False  # average predictions over the image and its mirror
     seed: int = 0
     amp: bool = True  # mixed precision, used only on CUDA

@@ -219,7 +219,7 @@ def train_model(
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
                                                   find_unused_parameters=True)
     tr = [targets[i] for i in split["train"]]
-    train_ds = CanvasDataset(canvases[split["train"]], tr, normalise, build_augment(cfg.augment))
+    train_ds = CanvasDataset(canvases[split["train"]], tr, normalise, build_augment(cfg.augment, cfg.crop))
     gen = torch.Generator().manual_seed(cfg.seed)
     if info.world > 1:
         sampler = DistributedSampler(train_ds, info.world, info.rank, shuffle=True, seed=cfg.seed)
