@@ -1,15 +1,20 @@
-"""Tables for docs/RESULTS.md from the shipped cards and the ablation / CV outputs.
+"""Tables and figures for docs/RESULTS.md from the shipped cards and the ablation / CV outputs.
 
-    python train/report.py [--weights weights] [--runs runs] > docs/results_tables.md
+    python train/report.py [--weights weights] [--runs runs] [--results docs/results] > tables.md
 
-Prints markdown: the shipped models' test-split figures against the targets, the
-ablation tables (mean ± std over seeds) and the cross-validation summary. Missing
-inputs are reported as missing, never invented.
+The finished ``ablation.json`` / ``cv.json`` of ``--runs`` (which is not in git) are
+copied to ``--results`` (which is), so the tables can be rebuilt from the repository
+alone; a result missing from ``--runs`` is read from ``--results``. Prints markdown: the
+shipped models' test-split figures against the targets, the ablation tables (mean ± std
+over seeds) and the cross-validation summary, and draws one bar chart (PNG, mean ± std
+accuracy per variant) per ablation into ``--results``. Missing inputs are reported as
+missing, never invented.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 TARGETS = {"painting-subject": ("accuracy", 0.95), "calligraphy-script": ("accuracy", 0.98),
@@ -67,25 +72,72 @@ def ablation(path: Path) -> list[str]:
     return lines
 
 
+def collect(runs: Path, results: Path, names: dict[str, str]) -> dict[str, Path]:
+    """For each ``name -> run-relative file``, the file to read: the run's own copy when it
+    exists (then also copied to ``results/<name>.json``), else the saved copy."""
+    results.mkdir(parents=True, exist_ok=True)
+    found = {}
+    for name, rel in names.items():
+        src, saved = runs / rel, results / f"{name}.json"
+        if src.exists():
+            shutil.copyfile(src, saved)
+        found[name] = saved if saved.exists() else src
+    return found
+
+
+def ablation_chart(path: Path, title: str, out: Path) -> Path | None:
+    """Bar chart of mean test accuracy ± std (over seeds) per variant; None without results."""
+    if not path.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    doc = json.loads(path.read_text())
+    names = list(doc["variants"])
+    means = [doc["variants"][v]["summary"]["accuracy"]["mean"] for v in names]
+    stds = [doc["variants"][v]["summary"]["accuracy"]["std"] for v in names]
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 3.6))
+    ax.bar(range(len(names)), means, yerr=stds, capsize=4, color="#555")
+    for i, m in enumerate(means):
+        ax.text(i, m + 0.005, f"{m:.3f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylim(max(0.0, min(means) - 0.15), min(1.0, max(means) + 0.08))
+    ax.set_ylabel(f"test accuracy (mean ± std, {doc['seeds']} seeds)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def cv(path: Path) -> list[str]:
     if not path.exists():
         return [f"(no results at {path})"]
     doc = json.loads(path.read_text())
     lines = [f"{doc['folds']}-fold cross-validation, {doc['task']}.", "", "| metric | mean | std |", "|---|---|---|"]
     lines += [f"| {k} | {v['mean']:.4f} | {v['std']:.4f} |" for k, v in doc["summary"].items()]
-    return lines
+    accs = ", ".join(f"{f['accuracy']:.3f}" for f in doc.get("per_fold", []))
+    return lines + ["", f"Per-fold accuracy: {accs}."] if accs else lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default="weights")
     ap.add_argument("--runs", default="runs")
+    ap.add_argument("--results", default="docs/results")
     a = ap.parse_args()
-    runs = Path(a.runs)
+    results = Path(a.results)
+    files = collect(Path(a.runs), results, {"ablation-paper-a": "ablation-paper-a/ablation.json",
+                                            "ablation-paper-b": "ablation-paper-b/ablation.json",
+                                            "cv-calligraphy-script": "cv-calligraphy-script/cv.json"})
+    ablation_chart(files["ablation-paper-a"], "Paper A ablation (painting-subject)", results / "ablation-paper-a.png")
+    ablation_chart(files["ablation-paper-b"], "Paper B ablation (calligrapher)", results / "ablation-paper-b.png")
     out = ["## Shipped models (held-out test split)", "", *shipped(Path(a.weights)), "",
-           "## Paper A ablation", "", *ablation(runs / "ablation-paper-a" / "ablation.json"), "",
-           "## Paper B ablation", "", *ablation(runs / "ablation-paper-b" / "ablation.json"), "",
-           "## Cross-validation", "", *cv(runs / "cv-calligraphy-script" / "cv.json")]
+           "## Paper A ablation", "", *ablation(files["ablation-paper-a"]), "",
+           "## Paper B ablation", "", *ablation(files["ablation-paper-b"]), "",
+           "## Cross-validation", "", *cv(files["cv-calligraphy-script"])]
     print("\n".join(out))
 
 

@@ -65,6 +65,12 @@ def ship(run: str | Path, dest: str | Path, tolerance: float = 5e-3) -> dict[str
     return check
 
 
+def _crop_note(training: dict[str, Any]) -> str:
+    crop = training.get("train", {}).get("crop", 0)
+    return (f"\n* **Training views:** random {crop} px windows of the canvas centred on the image content; "
+            "evaluation and the app see the whole canvas in one forward") if crop else ""
+
+
 def model_card_markdown(card: dict[str, Any]) -> str:
     """A human-readable model card rendered from ``card.json``."""
     m, t, d = card["metrics"], card["training"], card["data"]
@@ -81,7 +87,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
 * **Input:** letterboxed to {card['preprocessing']['image_size']} px square, white padding,
   {'grayscale replicated to 3 channels' if card['preprocessing']['grayscale'] else 'RGB'},
   normalised with mean {card['preprocessing']['mean']} / std {card['preprocessing']['std']};
-  flip test-time augmentation: {card['preprocessing'].get('tta_hflip', False)}
+  flip test-time augmentation: {card['preprocessing'].get('tta_hflip', False)}{_crop_note(t)}
 * **Classes:** {', '.join(card['classes'])}{dyn}
 * **Data:** {d['source']} — {d['used']} images used; split {splits}; near-duplicates (pHash) grouped
   so none crosses the split ({d['near_duplicate_groups']} groups). Third-party research images,
