@@ -17,6 +17,10 @@ import json
 import shutil
 from pathlib import Path
 
+#: Ablation run folders under ``--runs`` and their titles.
+ABLATIONS = {"ablation-paper-a": "Paper A ablation (painting-subject)",
+             "ablation-paper-b": "Paper B ablation (calligrapher, 4 epochs)",
+             "ablation-paper-b-long": "Paper B ablation (calligrapher, 10 epochs, cosine)"}
 TARGETS = {"painting-subject": ("accuracy", 0.95), "calligraphy-script": ("accuracy", 0.98),
            "calligrapher": ("accuracy", 0.97), "painting-technique": ("macro_f1", 0.90)}
 
@@ -152,15 +156,13 @@ def main() -> None:
     ap.add_argument("--results", default="docs/results")
     a = ap.parse_args()
     results = Path(a.results)
-    files = collect(Path(a.runs), results, {"ablation-paper-a": "ablation-paper-a/ablation.json",
-                                            "ablation-paper-b": "ablation-paper-b/ablation.json",
+    files = collect(Path(a.runs), results, {**{name: f"{name}/ablation.json" for name in ABLATIONS},
                                             "cv-calligraphy-script": "cv-calligraphy-script/cv.json"})
-    ablation_chart(files["ablation-paper-a"], "Paper A ablation (painting-subject)", results / "ablation-paper-a.png")
-    ablation_chart(files["ablation-paper-b"], "Paper B ablation (calligrapher)", results / "ablation-paper-b.png")
-    out = ["## Shipped models (held-out test split)", "", *shipped(Path(a.weights)), "", *dynasty_view(Path(a.weights)), "",
-           "## Paper A ablation", "", *ablation(files["ablation-paper-a"]), "",
-           "## Paper B ablation", "", *ablation(files["ablation-paper-b"]), "",
-           "## Cross-validation", "", *cv(files["cv-calligraphy-script"])]
+    out = ["## Shipped models (held-out test split)", "", *shipped(Path(a.weights)), "", *dynasty_view(Path(a.weights)), ""]
+    for name, title in ABLATIONS.items():
+        ablation_chart(files[name], title, results / f"{name}.png")
+        out += [f"## {title}", "", *ablation(files[name]), ""]
+    out += ["## Cross-validation", "", *cv(files["cv-calligraphy-script"])]
     print("\n".join(out))
 
 
