@@ -127,8 +127,8 @@ def ablation_chart(path: Path, title: str, out: Path) -> Path | None:
     stds = [doc["variants"][v]["summary"]["accuracy"]["std"] for v in names]
     fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 3.6))
     ax.bar(range(len(names)), means, yerr=stds, capsize=4, color="#555")
-    for i, m in enumerate(means):
-        ax.text(i, m + 0.005, f"{m:.3f}", ha="center", va="bottom", fontsize=8)
+    for i, (m, sd) in enumerate(zip(means, stds)):
+        ax.text(i, m + sd + 0.004, f"{m:.3f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylim(max(0.0, min(means) - 0.15), min(1.0, max(means) + 0.08))
     ax.set_ylabel(f"test accuracy (mean ± std, {doc['seeds']} seeds)")
