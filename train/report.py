@@ -21,6 +21,9 @@ from pathlib import Path
 ABLATIONS = {"ablation-paper-a": "Paper A ablation (painting-subject)",
              "ablation-paper-b": "Paper B ablation (calligrapher, 4 epochs)",
              "ablation-paper-b-long": "Paper B ablation (calligrapher, 10 epochs, cosine)"}
+#: Cross-validation run folders under ``--runs`` and their titles.
+CVS = {"cv-calligraphy-script": "Cross-validation: calligraphy-script (paper B's protocol)",
+       "cv-painting-technique": "Cross-validation: painting-technique (the shipped recipe)"}
 TARGETS = {"painting-subject": ("accuracy", 0.95), "calligraphy-script": ("accuracy", 0.98),
            "calligrapher": ("accuracy", 0.97), "painting-technique": ("macro_f1", 0.90)}
 
@@ -157,12 +160,13 @@ def main() -> None:
     a = ap.parse_args()
     results = Path(a.results)
     files = collect(Path(a.runs), results, {**{name: f"{name}/ablation.json" for name in ABLATIONS},
-                                            "cv-calligraphy-script": "cv-calligraphy-script/cv.json"})
+                                            **{name: f"{name}/cv.json" for name in CVS}})
     out = ["## Shipped models (held-out test split)", "", *shipped(Path(a.weights)), "", *dynasty_view(Path(a.weights)), ""]
     for name, title in ABLATIONS.items():
         ablation_chart(files[name], title, results / f"{name}.png")
         out += [f"## {title}", "", *ablation(files[name]), ""]
-    out += ["## Cross-validation", "", *cv(files["cv-calligraphy-script"])]
+    for name, title in CVS.items():
+        out += [f"## {title}", "", *cv(files[name]), ""]
     print("\n".join(out))
 
 
