@@ -42,7 +42,7 @@ def test_content_crop_leaves_small_canvases_and_blank_pages_alone() -> None:
     assert ContentCrop(128)(blank).shape == (3, 128, 128)
 
 
-@pytest.mark.parametrize("recipe", ["calligraphy", "painting", "none"])
+@pytest.mark.parametrize("recipe", ["calligraphy", "glyph", "painting", "none"])
 def test_recipes_with_crop_give_the_crop_size(recipe: str) -> None:
     torch.manual_seed(0)
     out = build_augment(recipe, crop=96)(_scroll_canvas(256))
