@@ -14,7 +14,6 @@ from inkapp.training.evaluate import evaluate_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights"
-SHARED = ROOT.parent / "shared" / "data"
 SHIPPED = sorted(p.name for p in WEIGHTS.iterdir() if (p / "card.json").is_file())
 
 

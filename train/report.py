@@ -49,20 +49,21 @@ def shipped(weights: Path) -> list[str]:
 
 def dynasty_view(weights: Path) -> list[str]:
     """Dynasty-level accuracy of every shipped model whose card maps classes to dynasties,
-    from its test confusion matrix (a class confused with another of the same dynasty
-    still names the right dynasty)."""
+    from its test confusion matrix folded to dynasties (a class confused with another of
+    the same dynasty still names the right dynasty)."""
     lines = []
     for card_file in sorted(weights.glob("*/card.json")):
         c = json.loads(card_file.read_text())
         dyn = c.get("dynasty")
         if not dyn:
             continue
-        cm, classes = c["metrics"]["confusion_matrix"], c["classes"]
-        right = sum(cm[i][j] for i, a in enumerate(classes) for j, b in enumerate(classes) if dyn.get(a) == dyn.get(b))
-        total = sum(map(sum, cm))
         names = sorted(set(dyn.values()))
-        per = "; ".join(f"{d}: {sum(cm[i][j] for i, a in enumerate(classes) for j, b in enumerate(classes) if dyn[a] == d and dyn[b] == d)}"
-                        f"/{sum(sum(cm[i]) for i, a in enumerate(classes) if dyn[a] == d)} right" for d in names)
+        folded = {(t, p): 0 for t in names for p in names}  # (true dynasty, predicted dynasty) -> count
+        for a, row in zip(c["classes"], c["metrics"]["confusion_matrix"]):
+            for b, n in zip(c["classes"], row):
+                folded[dyn[a], dyn[b]] += n
+        right, total = sum(folded[d, d] for d in names), sum(folded.values())
+        per = "; ".join(f"{d}: {folded[d, d]}/{sum(folded[d, p] for p in names)} right" for d in names)
         lines.append(f"{c['task']}: dynasty ({'/'.join(names)}) accuracy on the test split "
                      f"{right / total:.4f} ({right}/{total}; {per}).")
     return lines
