@@ -115,7 +115,7 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from .dev.bench import run_bench
 
     return run_bench(tasks=args.tasks, quick=args.quick, as_json=args.json, out=args.out, threads=args.threads)
 

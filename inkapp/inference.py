@@ -25,10 +25,11 @@ from torch import nn
 from inkapp.data.preprocess import Preprocessor, normalise
 from inkapp.device import default_device
 from inkapp.explain.cam import class_activation_map
+from inkapp.explain.contract import map_infos
 from inkapp.explain.overlay import crop_to_image
 from inkapp.models import load_model
+from inkapp.scoring import ScoringSpec, score_canvases
 
-GATE_MAPS = ("gate_channel", "gate_spatial")  # InkFusionNet's DPAFM gates g_c, g_s
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Predictor:
         self.domain: str = card.get("domain", "")
         self.version: str = str(card.get("version", ""))
         self.preprocessor = Preprocessor.from_card(card)
+        self.scoring = ScoringSpec.from_card(card)
         threshold = card.get("uncertainty_threshold")
         self.uncertainty_threshold: float | None = None if threshold is None else float(threshold)
         self.dynasties: dict[str, str] = dict(card.get("dynasty") or {})
@@ -105,13 +107,10 @@ class Predictor:
         model, card = load_model(folder, device)
         return cls(model, card, device)
 
-    def probabilities(self, canvases: torch.Tensor) -> torch.Tensor:
-        """uint8 N×3×S×S letterboxed canvases -> N×K float32 class probabilities on the CPU
-        (inference mode; float16 autocast on CUDA; softmax in float32). Thread-safe."""
-        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            x = normalise(canvases.to(self.device, non_blocking=True), self.preprocessor.mean, self.preprocessor.std)
-            logits = self.model(x.contiguous(memory_format=torch.channels_last))
-            return torch.softmax(logits.float(), dim=1).cpu()
+    def probabilities(self, canvases: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """uint8 N×3×S×S letterboxed canvases -> N×K float32 class probabilities on the CPU,
+        through :func:`inkapp.scoring.score_canvases` (the card's test-time views). Thread-safe."""
+        return score_canvases(self.model, canvases, self.scoring, self.device, batch_size)
 
     def _prediction(self, probs: np.ndarray) -> Prediction:
         """K probabilities -> :class:`Prediction`."""
@@ -136,7 +135,7 @@ class Predictor:
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             canvases = torch.stack([self.preprocessor.canvas(img)[0] for img in images[start:start + batch_size]])
-            out.extend(self._prediction(p) for p in self.probabilities(canvases).numpy())
+            out.extend(self._prediction(p) for p in self.probabilities(canvases, batch_size).numpy())
         return out
 
     def class_index(self, target: str | int) -> int:
@@ -173,13 +172,17 @@ class Predictor:
         size = image.size if map_size is None else map_size
         attention: dict[str, np.ndarray] = {}
         channel_weights: dict[str, np.ndarray] = {}
+        infos = map_infos(self.model)
         for name, tensor in result.attention.items():
+            if name not in infos:
+                continue  # only declared maps reach the explanation layer
             values = tensor[0].float().cpu().numpy()
-            if values.ndim == 3:  # 1×h×w spatial map
-                attention[name] = crop_to_image(values[0], box, size)
-            else:  # C channel weights
+            if infos[name].kind == "channel":
                 channel_weights[name] = values
-        gates = {name: float(attention[name].mean()) for name in GATE_MAPS if name in attention}
+            else:  # 1×h×w spatial or gate map
+                attention[name] = crop_to_image(values[0], box, size)
+        gates = {name: float(attention[name].mean()) for name, info in infos.items()
+                 if info.kind == "gate" and name in attention}
         return Analysis(
             prediction=self._prediction(probs),
             cam=crop_to_image(result.heat[0], box, size),

@@ -1,21 +1,17 @@
-"""Where things live: shipped weights, the app's data directory."""
+"""Where things live: shipped weights, the app's data directory, the labelled training data."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-#: The four tasks with shipped models, by domain.
-TASKS_BY_DOMAIN: dict[str, list[str]] = {
-    "painting": ["painting-subject", "painting-technique"],
-    "calligraphy": ["calligraphy-script", "calligrapher"],
-}
-TASKS = [t for ts in TASKS_BY_DOMAIN.values() for t in ts]
+
+_REPO = Path(__file__).resolve().parent.parent
 
 
 def weights_root() -> Path:
     """``$INKAPP_WEIGHTS_DIR`` or the repository's ``weights/`` folder."""
     env = os.environ.get("INKAPP_WEIGHTS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+    return Path(env) if env else _REPO / "weights"
 
 
 def shipped_weights(task: str) -> Path:
@@ -26,3 +22,10 @@ def shipped_weights(task: str) -> Path:
 def data_dir() -> Path:
     """``$INKAPP_DATA_DIR`` (default ``./inkapp-data``): corrections CSV, stored images, model versions."""
     return Path(os.environ.get("INKAPP_DATA_DIR", "inkapp-data"))
+
+
+def shared_data_root() -> Path:
+    """``$INKAPP_TRAIN_DATA`` or ``../shared/data`` beside the repository: the labelled
+    ImageFolder trees (``<root>/<task>/<class>/<file>``) the training configs name."""
+    env = os.environ.get("INKAPP_TRAIN_DATA")
+    return Path(env) if env else _REPO.parent / "shared" / "data"

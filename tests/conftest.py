@@ -25,7 +25,7 @@ import torch
 from inkapp.auth import hash_password
 from inkapp.data.preprocess import Preprocessor
 from inkapp.models import build_model, save_model
-from inkapp.procs import stop_process
+from inkapp.dev.procs import stop_process
 
 UI_MODEL_SIZE = 128
 #: task -> (arch, domain, classes, dynasty table) of the random-weight test models.

@@ -13,11 +13,11 @@ from PIL import Image
 
 from inkapp.auth import Experts, hash_password
 from inkapp.store.corrections import CorrectionStore
-from inkapp.ui.actions import (OPEN_ACCESS_NOTE, AnalysedImage, Credentials, CurationActions, TaskPrediction)
-from inkapp.ui.hub import ModelHub
-from inkapp.ui.retrain import RetrainManager
-from inkapp.ui.review_queue import AnalysedLog
-from inkapp.ui.versions import candidates_root, list_candidates, read_active
+from inkapp.curation.actions import (OPEN_ACCESS_NOTE, AnalysedImage, Credentials, CurationActions, TaskPrediction)
+from inkapp.curation.hub import ModelHub
+from inkapp.curation.retrain import RetrainManager
+from inkapp.store.analysed import AnalysedLog
+from inkapp.store.versions import candidates_root, list_candidates, read_active
 
 from conftest import TEST_EXPERT, UI_TEST_MODELS, LaunchedApp, make_random_model
 
@@ -121,7 +121,7 @@ def test_restricted_app_over_the_api(launched_restricted_app: LaunchedApp, tmp_p
     client = Client(app.url, verbose=False)
     sample = tmp_path / "scroll.png"
     Image.new("RGB", (64, 48), (200, 190, 170)).save(sample)
-    _, status, task_choice, label_choice, *_ = client.predict([handle_file(str(sample))], "painting", "GradCAM", 0.5,
+    _, status, task_choice, label_choice, *_ = client.predict([handle_file(str(sample))], "painting", "gradcam", 0.5,
                                                               api_name="/analyse")
     assert "scroll.png" in status and task_choice["value"] == TASK  # anyone can analyse
     corrected = next(c for c in CLASSES if c != label_choice["value"])

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inkapp.bench import GLOBAL_FIGURES, MODEL_FIGURES, TARGETS
+from inkapp.dev.bench import GLOBAL_FIGURES, MODEL_FIGURES, TARGETS
 from inkapp.cli import main
 from inkapp.data.preprocess import Preprocessor
 from inkapp.models import build_model, save_model

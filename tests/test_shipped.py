@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from inkapp.data.splits import DEFAULT_THRESHOLD, phashes
-from inkapp.paths import TASKS
+from inkapp.tasks import TASKS
 from inkapp.training.evaluate import evaluate_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,10 +1,10 @@
-"""Short CI form of the soak (``python -m inkapp.soak`` runs the full 200-analysis one):
+"""Short CI form of the soak (``python -m inkapp.dev.soak`` runs the full 200-analysis one):
 concurrent clients against the launched app, no errors, RSS reported (not asserted)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from inkapp.soak import run_soak
+from inkapp.dev.soak import run_soak
 
 from conftest import LaunchedApp
 

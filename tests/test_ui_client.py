@@ -57,7 +57,7 @@ def unique_jpeg(folder: Path) -> Path:
 
 def test_analyse_correct_undo_writes_the_csv(client: Client, launched_app: LaunchedApp, tmp_path: Path) -> None:
     sample = unique_jpeg(tmp_path)
-    out = client.predict([handle_file(str(sample))], "painting", "GradCAM", 0.5, api_name="/analyse")
+    out = client.predict([handle_file(str(sample))], "painting", "gradcam", 0.5, api_name="/analyse")
     gallery, status, task_choice, label_choice, *panels = out
     assert len(gallery) == 1 and "sample.jpg" in status and "451×300" in status
     assert task_choice["value"] == "painting-subject"
@@ -109,7 +109,7 @@ def test_bad_uploads_show_the_message_and_store_nothing(client: Client, launched
                                                         tmp_path: Path) -> None:
     before = stored_state(launched_app.data_dir)
     for name, case in bad_uploads(tmp_path).items():
-        gallery, status, *_ = client.predict([handle_file(str(case.path))], "auto", "GradCAM", 0.5,
+        gallery, status, *_ = client.predict([handle_file(str(case.path))], "auto", "gradcam", 0.5,
                                              api_name="/analyse")
         assert len(gallery) == 1 and gallery[0]["caption"].startswith(f"{name}: ")
         assert status.startswith(f"**{name}**: ") and case.message in status and "\n" not in status, status
@@ -125,7 +125,7 @@ def test_zip_upload_fills_the_gallery(client: Client, tmp_path: Path) -> None:
             buf = io.BytesIO()
             Image.new("RGB", size, (200, 180 - 40 * i, 150)).save(buf, "PNG")
             zf.writestr(f"img{i}.png", buf.getvalue())
-    gallery, status, *_ = client.predict([handle_file(str(archive))], "calligraphy", "GradCAM++", 0.5,
+    gallery, status, *_ = client.predict([handle_file(str(archive))], "calligraphy", "gradcam++", 0.5,
                                          api_name="/analyse")
     assert [g["caption"] for g in gallery] == ["batch.zip/img0.png", "batch.zip/img1.png"]
     assert status.startswith("Image 1 of 2: **batch.zip/img0.png** — 80×320 px")

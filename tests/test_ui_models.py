@@ -14,13 +14,13 @@ from PIL import Image
 from inkapp.auth import Experts
 from inkapp.models.serialization import CARD_FILE, WEIGHTS_FILE
 from inkapp.store.corrections import CorrectionStore
-from inkapp.ui.actions import Credentials, CurationActions
-from inkapp.ui.comparison import COMPARED_METRICS, compare_with_current, comparison_rows
-from inkapp.ui.hub import ModelHub
+from inkapp.curation.actions import Credentials, CurationActions
+from inkapp.curation.comparison import COMPARED_METRICS, compare_with_current, comparison_rows
+from inkapp.curation.hub import ModelHub
 from inkapp.ui.models_tab import card_markdown
-from inkapp.ui.retrain import RetrainManager, log_tail, read_log_progress
-from inkapp.ui.review_queue import AnalysedLog
-from inkapp.ui.versions import (ACTIVE_FILE, VersionError, candidates_root, discard, is_complete_run, list_candidates,
+from inkapp.curation.retrain import RetrainManager, log_tail, read_log_progress
+from inkapp.store.analysed import AnalysedLog
+from inkapp.store.versions import (ACTIVE_FILE, VersionError, candidates_root, discard, is_complete_run, list_candidates,
                                 list_versions, promote, read_active, task_root)
 
 from conftest import UI_TEST_MODELS, make_random_model

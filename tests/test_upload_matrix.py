@@ -17,10 +17,10 @@ import pytest
 
 from inkapp.auth import Experts
 from inkapp.data.images import ImageError
-from inkapp.ui.actions import CurationActions
-from inkapp.ui.analysis import analyse_image, analyse_loaded, load_upload
+from inkapp.curation.actions import CurationActions
+from inkapp.curation.analysis import analyse_image, analyse_loaded, load_upload
 from inkapp.ui.app import build_actions
-from inkapp.ui.uploads import UploadItem
+from inkapp.curation.uploads import UploadItem
 
 from conftest import TEST_UPLOAD_LIMIT_MB
 from upload_cases import BadUpload, GoodUpload, bad_uploads, good_uploads, stored_state

@@ -14,15 +14,17 @@ import os
 import random
 from pathlib import Path
 
-DOMAIN_OF = {"painting-subject": "painting", "painting-technique": "painting",
-             "calligraphy-script": "calligraphy", "calligrapher": "calligraphy"}
-SUFFIXES = {".jpg", ".jpeg", ".png"}
+from inkapp.data.images import IMAGE_SUFFIXES
+from inkapp.paths import shared_data_root
+from inkapp.tasks import TASKS, get
+
+DOMAIN_OF = {task: get(task).domain for task in TASKS}
 
 
 def main() -> None:
     here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(here.parent.parent / "shared" / "data"))
+    ap.add_argument("--data", default=str(shared_data_root()))
     ap.add_argument("--per-task", type=int, default=150)
     ap.add_argument("--out", default=str(here / "manifests" / "domain.csv"))
     args = ap.parse_args()
@@ -30,7 +32,7 @@ def main() -> None:
     rng = random.Random(0)
     rows = []
     for task, domain in DOMAIN_OF.items():
-        files = sorted(p for p in (Path(args.data) / task).rglob("*") if p.suffix.lower() in SUFFIXES)
+        files = sorted(p for p in (Path(args.data) / task).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         for p in rng.sample(files, min(args.per_task, len(files))):
             rows.append((os.path.relpath(p, out.parent), domain, ""))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ import json
 import shutil
 from pathlib import Path
 
+from inkapp.tasks import all_tasks
+
 #: Ablation run folders under ``--runs`` and their titles.
 ABLATIONS = {"ablation-paper-a": "Paper A ablation (painting-subject)",
              "ablation-paper-b": "Paper B ablation (calligrapher, 4 epochs)",
@@ -24,8 +26,7 @@ ABLATIONS = {"ablation-paper-a": "Paper A ablation (painting-subject)",
 #: Cross-validation run folders under ``--runs`` and their titles.
 CVS = {"cv-calligraphy-script": "Cross-validation: calligraphy-script (paper B's protocol)",
        "cv-painting-technique": "Cross-validation: painting-technique (the shipped recipe)"}
-TARGETS = {"painting-subject": ("accuracy", 0.95), "calligraphy-script": ("accuracy", 0.98),
-           "calligrapher": ("accuracy", 0.97), "painting-technique": ("macro_f1", 0.90)}
+TARGETS = {t.name: (t.target.metric, t.target.value) for t in all_tasks() if t.target is not None}
 
 
 def shipped(weights: Path) -> list[str]:

@@ -21,10 +21,9 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .images import ImageError, load_image
+from .images import IMAGE_SUFFIXES, ImageError, load_image
 from .preprocess import letterbox, to_uint8_tensor
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
 
 
 @dataclass(frozen=True)

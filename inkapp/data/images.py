@@ -54,6 +54,10 @@ _WARNINGS_LOCK = threading.Lock()
 _HASH_CHUNK = 1024 * 1024
 
 
+#: File endings of the image formats inkapp reads (folders, uploads, archives).
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".gif", ".bmp")
+
+
 class ImageError(ValueError):
     """The input is not an acceptable image; ``str()`` is a one-line human message."""
 

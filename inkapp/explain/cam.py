@@ -35,7 +35,29 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-CAM_METHODS: dict[str, type[BaseCAM]] = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}
+
+
+@dataclass(frozen=True)
+class CamMethod:
+    """A heat-map method: its menu label and the ``pytorch-grad-cam`` class that computes it."""
+
+    label: str
+    cam_class: type[BaseCAM]
+
+
+#: The explanation seam: method key -> :class:`CamMethod`. Adding a heat-map method is one
+#: :func:`register_cam_method` call (any ``BaseCAM`` subclass, the library's or our own).
+CAM_METHODS: dict[str, CamMethod] = {}
+
+
+def register_cam_method(key: str, label: str, cam_class: type[BaseCAM]) -> None:
+    """Offer ``cam_class`` as heat-map method ``key`` (shown to curators as ``label``)."""
+    CAM_METHODS[key] = CamMethod(label, cam_class)
+
+
+register_cam_method("gradcam", "Grad-CAM", GradCAM)
+register_cam_method("gradcam++", "Grad-CAM++", GradCAMPlusPlus)
+register_cam_method("eigencam", "eigencam", EigenCAM)
 
 
 class LogitsOnly(nn.Module):
@@ -87,7 +109,7 @@ def class_activation_map(
     (:class:`inkapp.inference.Predictor` still serialises CAM calls to bound memory).
     """
     try:
-        cam_class = CAM_METHODS[method]
+        cam_class = CAM_METHODS[method].cam_class
     except KeyError:
         raise ValueError(f"unknown CAM method '{method}'; choose from {', '.join(CAM_METHODS)}") from None
     wrapper = LogitsOnly(model)

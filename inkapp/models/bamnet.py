@@ -13,12 +13,16 @@
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from timm.layers import EcaModule, SEModule
 from timm.layers.cbam import CbamModule
 from torch import nn
 
+from ..explain.contract import MapInfo
 from .backbones import Pretrained, create_trunk
+from .registry import register_arch, register_variant
 from .bam import BAM
 
 ATTENTIONS = ("none", "channel", "spatial", "se", "eca", "cbam", "bam")
@@ -56,6 +60,20 @@ def make_attention(kind: str, channels: int, reduction: int = 16) -> nn.Module |
 
 class BamNet(nn.Module):
     """N×3×H×W (or N×1×H×W) -> logits N×num_classes."""
+
+    attention_info: ClassVar[tuple[MapInfo, ...]] = (
+        MapInfo("bam_spatial", "spatial", ("Where the attention module looks", "注意力模块关注的位置"),
+                ("Spatial branch M_s of the bottleneck attention module (paper B's BAM) on the last feature map: "
+                 "bright areas are the strokes that weigh most.",
+                 "论文B瓶颈注意力模块(BAM)空间分支M_s：亮处是权重最高的笔画。")),
+        MapInfo("bam_attention", "spatial", ("Combined attention", "综合注意力"),
+                ("BAM's full attention 1 + σ(M_c + M_s), averaged over channels: where and how strongly the "
+                 "features are amplified.",
+                 "BAM完整注意力1 + σ(M_c + M_s)的通道平均：特征被放大的位置与强度。")),
+        MapInfo("bam_channel", "channel", ("Channel attention", "通道注意力"),
+                ("BAM's channel branch σ(M_c): the feature channels emphasised for this image.",
+                 "BAM通道分支σ(M_c)：对这幅作品着重使用的特征通道。")),
+    )
 
     def __init__(
         self,
@@ -109,3 +127,9 @@ class BamNet(nn.Module):
         if isinstance(self.attention, BAM):
             return self.attention.out
         return self.trunk.bn2 if hasattr(self.trunk, "bn2") else list(self.trunk.children())[-2]
+
+
+register_arch("bamnet", BamNet, {"backbone": "tf_efficientnet_lite2", "image_size": 260, "grayscale": True,
+                                 "description": "BamNet (paper B): EfficientNet + BAM before pooling"})
+for _att in ATTENTIONS:
+    register_variant(f"bamnet-{_att}", "bamnet", f"paper B ablation: attention = {_att}", attention=_att)

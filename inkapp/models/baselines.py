@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .backbones import Pretrained, create_trunk
+from .registry import register_arch
 
 
 class PlainNet(nn.Module):
@@ -81,3 +82,9 @@ class SmallCNN(nn.Module):
 
     def cam_target_layer(self) -> nn.Module:
         return self.features[-2]  # the last ReLU, before the final pooling
+
+
+register_arch("plain", PlainNet, {"backbone": "tf_efficientnet_lite0", "image_size": 224, "grayscale": False,
+                                  "description": "plain backbone + linear head (honest baseline)"})
+register_arch("smallcnn", SmallCNN, {"backbone": "none", "image_size": 224, "grayscale": False, "pretrained": None,
+                                     "description": "paper B's conventional small CNN"})

@@ -36,9 +36,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from typing import ClassVar
+
 from torch import nn
 
+from ..explain.contract import MapInfo
 from .backbones import Pretrained, create_backbone
+from .registry import register_arch, register_variant
 
 
 def _conv_bn_act(cin: int, cout: int, k: int = 1, dilation: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
@@ -154,6 +158,29 @@ class InkFusionNet(nn.Module):
     logits N×num_classes; :meth:`forward_with_attention` also returns the attention maps."""
 
     fused_levels = (2, 3)  # indices into the backbone outputs: stride 16 and 32
+    attention_info: ClassVar[tuple[MapInfo, ...]] = (
+        MapInfo("dpafm_spatial", "spatial", ("Where the fine-texture path looks", "细节通路关注的位置"),
+                ("Spatial attention A_s of the dual-path attention module (paper A's DPAFM) on the stride-4 "
+                 "features: bright areas are the brush-stroke textures it amplifies.",
+                 "论文A双路注意力模块(DPAFM)的空间注意力A_s：亮处是模型强化的笔触纹理区域。")),
+        MapInfo("alpha_0", "spatial", ("Mid-level fusion weight", "中层融合权重"),
+                ("Cross-layer gate α at stride 16: bright where the deep features are kept, dark where the "
+                 "shallow texture features are mixed in.",
+                 "16倍下采样处的跨层门控α：亮处保留深层特征，暗处融入浅层纹理特征。")),
+        MapInfo("alpha_1", "spatial", ("Deep fusion weight", "深层融合权重"),
+                ("Cross-layer gate α at stride 32 (the deepest level), read like the mid-level one.",
+                 "32倍下采样处(最深层)的跨层门控α，含义同中层。")),
+        MapInfo("gate_channel", "gate", ("Share of the channel path", "通道通路占比"),
+                ("Mean softmax gate g_c: how much the channel (what) path contributes; g_c + g_s = 1.",
+                 "门控g_c的平均值：通道(“什么”)通路的贡献，g_c + g_s = 1。")),
+        MapInfo("gate_spatial", "gate", ("Share of the spatial path", "空间通路占比"),
+                ("Mean softmax gate g_s: how much the spatial (where) path contributes.",
+                 "门控g_s的平均值：空间(“哪里”)通路的贡献。")),
+        MapInfo("dpafm_channel", "channel", ("Channel attention", "通道注意力"),
+                ("Squeeze-excitation weights A_c of the texture channels; high values are the feature "
+                 "channels the model emphasises for this image.",
+                 "纹理通道的SE权重A_c：数值高的通道是模型对这幅作品着重使用的特征。")),
+    )
 
     def __init__(
         self,
@@ -243,3 +270,12 @@ class InkFusionNet(nn.Module):
         if self.cross_layer:
             return self.gates[-1].fused
         return self.backbone.blocks[-1] if hasattr(self.backbone, "blocks") else list(self.backbone.children())[-1]
+
+
+register_arch("inkfusion", InkFusionNet, {"backbone": "tf_efficientnet_lite0", "image_size": 256, "grayscale": False,
+                                          "description": "InkFusionNet (paper A): MS-HCM + DPAFM + cross-layer gates"})
+register_variant("inkfusion-base", "inkfusion", "paper A ablation: backbone with multi-level pooling, no modules",
+                 ms_hcm=False, dpafm=False, cross_layer=False)
+register_variant("inkfusion-mshcm", "inkfusion", "paper A ablation: + MS-HCM", ms_hcm=True, dpafm=False, cross_layer=False)
+register_variant("inkfusion-mshcm-dpafm", "inkfusion", "paper A ablation: + MS-HCM + DPAFM", ms_hcm=True, dpafm=True,
+                 cross_layer=False)

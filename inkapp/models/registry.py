@@ -1,5 +1,9 @@
 """One registry of architectures and their named variants, built from a config.
 
+Each model family registers itself and its ablation variants at the end of its own file
+(``inkfusion.py``, ``bamnet.py``, ``baselines.py``, the way timm's family files carry
+their entrypoints); importing :mod:`inkapp.models` imports every family.
+
 A config is a dict (or a YAML file holding one) with keys:
 
 * ``arch`` — an architecture (``inkfusion``, ``bamnet``, ``plain``, ``smallcnn``) or a
@@ -20,10 +24,6 @@ from typing import Any, Callable
 
 import yaml
 from torch import nn
-
-from .bamnet import ATTENTIONS, BamNet
-from .baselines import PlainNet, SmallCNN
-from .inkfusion import InkFusionNet
 
 _ARCHS: dict[str, Callable[..., nn.Module]] = {}
 _VARIANTS: dict[str, dict[str, Any]] = {}
@@ -103,19 +103,3 @@ def list_variants() -> list[str]:
 def describe(name: str) -> dict[str, Any]:
     """The registered defaults of an architecture or variant."""
     return dict(_VARIANTS[name])
-
-
-register_arch("inkfusion", InkFusionNet, {"backbone": "tf_efficientnet_lite0", "image_size": 256, "grayscale": False,
-                                          "description": "InkFusionNet (paper A): MS-HCM + DPAFM + cross-layer gates"})
-register_variant("inkfusion-base", "inkfusion", "paper A ablation: backbone with multi-level pooling, no modules",
-                 ms_hcm=False, dpafm=False, cross_layer=False)
-register_variant("inkfusion-mshcm", "inkfusion", "paper A ablation: + MS-HCM", ms_hcm=True, dpafm=False, cross_layer=False)
-register_variant("inkfusion-mshcm-dpafm", "inkfusion", "paper A ablation: + MS-HCM + DPAFM", ms_hcm=True, dpafm=True, cross_layer=False)
-register_arch("bamnet", BamNet, {"backbone": "tf_efficientnet_lite2", "image_size": 260, "grayscale": True,
-                                 "description": "BamNet (paper B): EfficientNet + BAM before pooling"})
-for _att in ATTENTIONS:
-    register_variant(f"bamnet-{_att}", "bamnet", f"paper B ablation: attention = {_att}", attention=_att)
-register_arch("plain", PlainNet, {"backbone": "tf_efficientnet_lite0", "image_size": 224, "grayscale": False,
-                                  "description": "plain backbone + linear head (honest baseline)"})
-register_arch("smallcnn", SmallCNN, {"backbone": "none", "image_size": 224, "grayscale": False, "pretrained": None,
-                                     "description": "paper B's conventional small CNN"})

@@ -2,8 +2,9 @@
 ``model`` (see :mod:`inkapp.models.registry`), ``train``, ``split`` and optional
 ``dynasty`` (class -> dynasty name, copied into the model card).
 
-Relative ``data`` paths are resolved against the current directory first and then
-against the config file's folder.
+Relative ``data`` paths are resolved against the current directory first and then by
+their last component under :func:`inkapp.paths.shared_data_root` (so a packaged config
+works from any directory and from a non-editable install).
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..paths import shared_data_root
+from ..tasks import config_path
 
 
 @dataclass
@@ -73,9 +77,12 @@ def _section(cls: type, values: dict[str, Any] | None, where: str) -> Any:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML training config; ``overrides`` may set ``data`` and ``train.*`` keys
+    """Read a YAML training config (a path, or the name of a packaged config such as
+    ``painting-technique``, see :func:`inkapp.tasks.config_path`). A relative ``data``
+    folder that does not exist from the working directory is looked up by its name under
+    :func:`inkapp.paths.shared_data_root`. ``overrides`` may set ``data`` and ``train.*`` keys
     (dotted names, e.g. ``{"train.epochs": 2}``)."""
-    path = Path(path)
+    path = config_path(str(path))
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     for key, value in (overrides or {}).items():
         section, _, name = key.rpartition(".")
@@ -84,8 +91,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     if missing:
         raise ValueError(f"{path}: missing {', '.join(missing)}")
     data = Path(doc["data"])
-    if not data.is_absolute() and not data.exists() and (path.parent / data).exists():
-        data = path.parent / data
+    if not data.is_absolute() and not data.exists() and (shared_data_root() / data.name).exists():
+        data = shared_data_root() / data.name
     return TrainConfig(
         task=doc["task"], domain=doc["domain"], data=str(data), model=dict(doc["model"]),
         train=_section(OptimConfig, doc.get("train"), f"{path}: train"),

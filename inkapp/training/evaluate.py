@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 from ..data.dataset import decode_canvases, scan_imagefolder
-from ..data.preprocess import Preprocessor, normalise
+from ..data.preprocess import Preprocessor
 from ..models import load_model
 from ..device import default_device
-from .loop import predict_probs
+from ..scoring import ScoringSpec, score_canvases
 from .metrics import classification_metrics
 
 
@@ -40,8 +40,7 @@ def evaluate_folder(model_dir: str | Path, data: str | Path, task: str | None = 
         if e:
             print(f"{s.path}: {e} (skipped)", file=sys.stderr)
     keep = [i for i, e in enumerate(errors) if not e]
-    probs = predict_probs(model, canvases[keep], lambda x: normalise(x, pre.mean, pre.std), device,
-                          tta_hflip=bool(card["preprocessing"].get("tta_hflip")))
+    probs = score_canvases(model.eval(), canvases[keep], ScoringSpec.from_card(card), device).numpy()
     y = np.array([classes.index(samples[i].label) for i in keep])
     m = classification_metrics(y, probs, classes)
     return {"task": card.get("task"), **{k: m[k] for k in ("n", "accuracy", "macro_precision", "macro_recall",

@@ -26,8 +26,10 @@ from tqdm import tqdm
 
 from ..data.augment import build_augment
 from ..data.dataset import CanvasDataset
+from ..data.preprocess import normalise
 from ..device import default_device
 from ..models.backbones import stage_modules
+from ..scoring import ScoringSpec, score_canvases
 from .config import OptimConfig
 from .losses import class_weights, contrastive_loss
 
@@ -73,22 +75,6 @@ def set_train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
     model.train()
     for m in frozen:
         m.eval()
-
-
-@torch.inference_mode()
-def predict_probs(model: nn.Module, canvases: torch.Tensor, normalise: Callable[[torch.Tensor], torch.Tensor],
-                  device: torch.device, batch_size: int = 32, tta_hflip: bool = False) -> np.ndarray:
-    """Class probabilities N×K for uint8 canvases N×3×S×S (eval mode, optional flip TTA)."""
-    model.eval()
-    out = []
-    for i in range(0, len(canvases), batch_size):
-        x = normalise(canvases[i:i + batch_size]).to(device)
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            p = model(x).float().softmax(1)
-            if tta_hflip:
-                p = (p + model(x.flip(-1)).float().softmax(1)) / 2
-        out.append(p.cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
 def _optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -191,7 +177,7 @@ def train_model(
     targets: list[int],
     split: dict[str, list[int]],
     num_classes: int,
-    normalise: Callable[[torch.Tensor], torch.Tensor],
+    spec: ScoringSpec,
     cfg: OptimConfig,
     ckpt_dir: Path,
     resume: bool = False,
@@ -219,7 +205,8 @@ def train_model(
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
                                                   find_unused_parameters=True)
     tr = [targets[i] for i in split["train"]]
-    train_ds = CanvasDataset(canvases[split["train"]], tr, normalise, build_augment(cfg.augment, cfg.crop))
+    train_ds = CanvasDataset(canvases[split["train"]], tr, lambda x: normalise(x, spec.mean, spec.std),
+                             build_augment(cfg.augment, cfg.crop))
     gen = torch.Generator().manual_seed(cfg.seed)
     if info.world > 1:
         sampler = DistributedSampler(train_ds, info.world, info.rank, shuffle=True, seed=cfg.seed)
@@ -276,7 +263,7 @@ def train_model(
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                   "lr": opt.param_groups[-1]["lr"]}
         if info.main:
-            probs = predict_probs(model, val_canvases, normalise, device, tta_hflip=cfg.tta_hflip)
+            probs = score_canvases(model.eval(), val_canvases, spec, device).numpy()
             record["val_acc"] = float((probs.argmax(1) == val_y).mean()) if len(val_y) else 0.0
             record["val_loss"] = float(-np.log(np.clip(probs[np.arange(len(val_y)), val_y], 1e-12, 1)).mean()) if len(val_y) else 0.0
         if info.world > 1:

@@ -21,15 +21,16 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
-from ..data.preprocess import Preprocessor, normalise
+from ..data.preprocess import Preprocessor
 from ..data.splits import load_split, save_split, split_indices
 from ..models import build_model, normalisation, resolve_config, save_model
 from ..models.serialization import atomic_write_text
+from ..scoring import ScoringSpec, score_canvases
 from .config import TrainConfig
 from .data import PreparedData, prepare_data
 from .figures import write_figures
 from ..device import default_device
-from .loop import init_distributed, predict_probs, train_model
+from .loop import init_distributed, train_model
 from .metrics import classification_metrics
 
 #: Predictions at or above the uncertainty threshold should be right this often on validation data.
@@ -88,7 +89,7 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
                               cfg.split.ratios, cfg.split.seed)
     mean, std = normalisation(mcfg.backbone) if mcfg.arch != "smallcnn" else ((0.5,) * 3, (0.5,) * 3)
     pre = Preprocessor(mcfg.image_size, mcfg.grayscale, mean, std)
-    norm = lambda x: normalise(x, mean, std)  # noqa: E731
+    spec = ScoringSpec(tuple(mean), tuple(std), cfg.train.tta_hflip)
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
         save_split(out / "split.json", data.samples, split)
@@ -97,16 +98,16 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
         log(f"{cfg.task}: {len(data.samples)} images, classes {data.classes}, "
             f"train/val/test {len(split['train'])}/{len(split['val'])}/{len(split['test'])}")
     model = build_model(mcfg)
-    model, history = train_model(model, data.canvases, data.targets, split, len(data.classes), norm, cfg.train,
+    model, history = train_model(model, data.canvases, data.targets, split, len(data.classes), spec, cfg.train,
                                  out / "checkpoints", resume=resume, progress=progress, log=log)
     result: dict[str, Any] = {"out": str(out)}
     if not info.main:
         return result
     device = default_device()
-    tta = cfg.train.tta_hflip
-    val_probs = predict_probs(model, data.canvases[split["val"]], norm, device, tta_hflip=tta)
+    model.eval()
+    val_probs = score_canvases(model, data.canvases[split["val"]], spec, device).numpy()
     val_y = np.array([data.targets[i] for i in split["val"]])
-    test_probs = predict_probs(model, data.canvases[split["test"]], norm, device, tta_hflip=tta)
+    test_probs = score_canvases(model, data.canvases[split["test"]], spec, device).numpy()
     test_y = np.array([data.targets[i] for i in split["test"]])
     metrics = classification_metrics(test_y, test_probs, data.classes)
     val_metrics = classification_metrics(val_y, val_probs, data.classes)
@@ -119,7 +120,7 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
         "version": f"{cfg.task}-{mcfg.arch}-{created.replace(':', '').replace('-', '')}",
         "created": created,
         "inkapp_version": __version__,
-        "preprocessing": {**pre.to_card(), "tta_hflip": tta},
+        "preprocessing": {**pre.to_card(), "tta_hflip": spec.tta_hflip},
         "uncertainty_threshold": threshold["threshold"],
         "uncertainty": threshold,
         "dynasty": cfg.dynasty,

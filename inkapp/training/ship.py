@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from ..data.dataset import decode_canvases
-from ..data.preprocess import Preprocessor, normalise
+from ..data.preprocess import Preprocessor
 from ..models import load_model, save_model
 from ..models.serialization import WEIGHTS_FILE
-from .loop import predict_probs
+from ..scoring import ScoringSpec, score_canvases
 
 FIGURES = ("confusion_counts.png", "confusion_normalised.png", "roc.png", "curves.png")
 
@@ -29,8 +29,7 @@ def _test_probs(model: torch.nn.Module, card: dict[str, Any], run: Path) -> np.n
     split = json.loads((run / "split.json").read_text())
     pre = Preprocessor.from_card(card)
     canvases, _ = decode_canvases([e["path"] for e in split["test"]], pre.size, pre.grayscale, progress=False)
-    return predict_probs(model, canvases, lambda x: normalise(x, pre.mean, pre.std), torch.device("cpu"),
-                         tta_hflip=bool(card["preprocessing"].get("tta_hflip")))
+    return score_canvases(model.eval(), canvases, ScoringSpec.from_card(card), torch.device("cpu")).numpy()
 
 
 def ship(run: str | Path, dest: str | Path, tolerance: float = 5e-3) -> dict[str, Any]:

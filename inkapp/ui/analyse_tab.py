@@ -9,19 +9,17 @@ import gradio as gr
 from PIL import Image
 
 from inkapp.data.images import ImageError
-from inkapp.paths import TASKS
+from inkapp.tasks import TASKS
 
-from .actions import AnalysedImage, Credentials, CurationActions
-from .analysis import CAM_METHODS, AnalysisCache, ImageAnalysis, LoadedImage, TaskView, analyse_loaded, load_upload
-from .domain import AUTO, DOMAINS
-from .uploads import UPLOAD_TYPES, UploadItem, expand_uploads
+from inkapp.curation.actions import AnalysedImage, Credentials, CurationActions
+from inkapp.curation.analysis import (DEFAULT_CAM, AnalysisCache, ImageAnalysis, LoadedImage, TaskView, analyse_loaded,
+                                     load_upload)
+from inkapp.explain.cam import CAM_METHODS
+from inkapp.tasks import get as get_task
+from inkapp.curation.domain import AUTO, DOMAINS
+from inkapp.curation.uploads import UPLOAD_TYPES, UploadItem, expand_uploads
 
-TASK_TITLES: dict[str, str] = {
-    "painting-subject": "Painting subject",
-    "painting-technique": "Painting technique",
-    "calligraphy-script": "Calligraphy script",
-    "calligrapher": "Calligrapher",
-}
+from .charts import channel_chart, probability_chart
 THUMBNAIL_SIDE = 192
 
 
@@ -67,10 +65,14 @@ class TaskPanel:
         if view.error:
             return [gr.Column(visible=True), f'<div class="ink-error">{html.escape(view.error)}</div>', None, None,
                     gr.Dropdown(choices=[], value=None), [], "", None]
-        gates = " · ".join(f"{name} = {value:.2f}" for name, value in view.gates.items())
-        return [gr.Column(visible=True), summary_html(view), view.probability_chart, view.cam_overlay,
-                gr.Dropdown(choices=view.classes, value=view.cam_target), view.attention_overlays,
-                f"DPAFM gate weights (image mean): {gates}" if gates else "", view.channel_chart]
+        gates = " · ".join(f"{info.caption[0]} = {value:.2f}" for info, value in view.gates)
+        channels = next(iter(view.channel_weights), None)
+        return [gr.Column(visible=True), summary_html(view),
+                probability_chart(view.probabilities, view.threshold), view.cam_overlay,
+                gr.Dropdown(choices=view.classes, value=view.cam_target),
+                [(image, info.caption[0]) for image, info in view.attention_overlays],
+                f"Attention gate weights (image mean): {gates}" if gates else "",
+                None if channels is None else channel_chart(channels[1], channels[0].caption[0])]
 
 
 def summary_html(view: TaskView) -> str:
@@ -109,7 +111,8 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache) -> None:
             files = gr.File(label="Images (JPEG, PNG, TIFF, WebP, GIF, BMP) or a .zip", file_count="multiple",
                             file_types=UPLOAD_TYPES, elem_id="ink-upload")
             domain = gr.Radio([AUTO, *DOMAINS], value=AUTO, label="Domain")
-            cam_method = gr.Dropdown(list(CAM_METHODS), value="GradCAM", label="Heat map method")
+            cam_method = gr.Dropdown([(m.label, key) for key, m in CAM_METHODS.items()], value=DEFAULT_CAM,
+                                     label="Heat map method")
             opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity")
             gallery = gr.Gallery(label="Uploaded images — click one to analyse it", columns=3, height=260,
                                  allow_preview=False, elem_id="ink-gallery")
@@ -131,7 +134,7 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache) -> None:
             panels: list[TaskPanel] = []
             for task in TASKS:
                 with gr.Column(visible=False) as column:
-                    gr.Markdown(f"### {TASK_TITLES.get(task, task)}")
+                    gr.Markdown(f"### {get_task(task).title.en}")
                     summary = gr.HTML(elem_id=f"ink-summary-{task}")
                     with gr.Row():
                         chart = gr.Plot(label="Class probabilities", elem_id=f"ink-chart-{task}")
@@ -146,22 +149,26 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache) -> None:
     panel_outputs = [c for p in panels for c in p.components()]
     outputs = [status, session, correct_task, correct_label, *panel_outputs]
 
-    def render(state: AnalyseSession, domain_choice: str, method: str, alpha: float) -> list[Any]:
-        """Analyse the session's current item and produce every output."""
+    def render(state: AnalyseSession, domain_choice: str, method: str, alpha: float, record: bool = False) -> list[Any]:
+        """Analyse the session's current item (from the cache when it was analysed with these
+        options before) and produce every output; ``record`` stores the image and logs its
+        predictions (a new image or domain), which redrawing (opacity, heat-map method,
+        explained class) never does."""
         hidden = [u for _ in panels for u in TaskPanel.hidden()]
         no_task = [gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[], value=None)]
         if not state.items:
             return ["Upload an image to analyse it.", state, *no_task, *hidden]
         item = state.items[state.index]
         if state.loaded is None or state.loaded_item != item:
-            state.current, state.loaded_item = None, item
+            state.current, state.loaded_item, record = None, item, True
             try:
                 state.loaded = load_upload(item.read_bytes(), item.name)
             except ImageError as err:
                 state.loaded = None
                 return [f"**{item.name}**: {err}", state, *no_task, *hidden]
         analysis = analyse_loaded(hub, state.loaded, domain_choice, method, state.targets, float(alpha), cache)
-        state.current = actions.record_analysis(state.loaded, analysis, state.current, state.logged)
+        if record or state.current is None:
+            state.current = actions.record_analysis(state.loaded, analysis, state.current, state.logged)
         views = {v.task: v for v in analysis.tasks}
         updates = [u for p in panels for u in (TaskPanel.shown(views[p.task]) if p.task in views
                                                else TaskPanel.hidden())]
@@ -188,6 +195,9 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache) -> None:
             state.targets = {}
         return render(state, domain_choice, method, alpha)
 
+    def on_domain(domain_choice: str, method: str, alpha: float, state: AnalyseSession) -> list[Any]:
+        return render(state, domain_choice, method, alpha, record=True)
+
     def on_options(domain_choice: str, method: str, alpha: float, state: AnalyseSession) -> list[Any]:
         return render(state, domain_choice, method, alpha)
 
@@ -211,7 +221,7 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache) -> None:
     options = [domain, cam_method, opacity, session]
     files.upload(on_upload, [files, *options], [gallery, *outputs], api_name="analyse")
     gallery.select(on_select, options, outputs, api_name=False)
-    domain.input(on_options, options, outputs, api_name="reanalyse")
+    domain.input(on_domain, options, outputs, api_name="reanalyse")
     cam_method.input(on_options, options, outputs, api_name=False)
     opacity.release(on_options, options, outputs, api_name=False)
     for panel in panels:

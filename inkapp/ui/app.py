@@ -20,13 +20,13 @@ from inkapp.auth import Experts
 from inkapp.paths import data_dir as default_data_dir
 from inkapp.store.corrections import CorrectionStore
 
-from .actions import CurationActions
+from inkapp.curation.actions import CurationActions
 from .analyse_tab import build_analyse_tab
-from .analysis import AnalysisCache
-from .hub import ModelHub
+from inkapp.curation.analysis import AnalysisCache
+from inkapp.curation.hub import ModelHub
 from .models_tab import build_models_tab
-from .retrain import RetrainManager
-from .review_queue import AnalysedLog
+from inkapp.curation.retrain import RetrainManager
+from inkapp.store.analysed import AnalysedLog
 from .review_tab import build_review_tab
 
 TITLE = "Ink curation studio"

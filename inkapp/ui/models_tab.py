@@ -9,12 +9,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from inkapp.paths import TASKS
+from inkapp.tasks import TASKS
 
-from .actions import Credentials, CurationActions
+from inkapp.curation.actions import Credentials, CurationActions
 from .charts import confusion_heatmap
-from .comparison import compare_with_current, comparison_rows
-from .versions import VersionError, is_complete_run, list_candidates, list_versions, read_active
+from inkapp.curation.comparison import compare_with_current, comparison_rows
+from inkapp.store.versions import VersionError, is_complete_run, list_candidates, list_versions, read_active
 
 POLL_SECONDS = 2.0
 PER_CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support"]

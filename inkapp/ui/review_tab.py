@@ -12,11 +12,11 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from inkapp.paths import TASKS
+from inkapp.tasks import TASKS
 from inkapp.store.corrections import FIELDS, escape_cell
 
-from .actions import CurationActions
-from .review_queue import QUEUE_FIELDS, pending_review
+from inkapp.curation.actions import CurationActions
+from inkapp.store.analysed import QUEUE_FIELDS, pending_review
 
 ALL = "all"
 EXPORT_MAX_AGE_S = 3600  # filtered CSV exports older than this are deleted (gradio serves its own copy)

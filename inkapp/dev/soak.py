@@ -1,7 +1,7 @@
 """Soak test of a running app: many analyses from concurrent API clients, with the
 server's resident memory before and after.
 
-``python -m inkapp.soak`` starts ``inkapp serve`` on a free loopback port with a
+``python -m inkapp.dev.soak`` starts ``inkapp serve`` on a free loopback port with a
 throw-away data directory (or uses ``--url``/``--pid`` of an app already running),
 sends ``--analyses`` uploads of small generated images through ``/analyse`` from
 ``--clients`` threads (one gradio_client each), and prints one JSON object: errors,
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from inkapp.procs import stop_process
+from inkapp.dev.procs import stop_process
 
 DEFAULT_SIDE = 96  # pixels: small images keep the soak about the server, not the model
 START_TIMEOUT_S = 600.0
@@ -139,7 +139,7 @@ def run_soak(url: str, pid: int, analyses: int, clients: int, workdir: Path, sid
         path = workdir / f"soak-{index}.png"
         path.write_bytes(soak_image(index, side))
         try:
-            _, status, *_ = local.client.predict([handle_file(str(path))], "auto", "GradCAM", 0.5,
+            _, status, *_ = local.client.predict([handle_file(str(path))], "auto", "gradcam", 0.5,
                                                  api_name="/analyse")
             if f"**{path.name}** —" not in status:
                 raise RuntimeError(f"unexpected status: {status[:200]}")
@@ -163,7 +163,7 @@ def run_soak(url: str, pid: int, analyses: int, clients: int, workdir: Path, sid
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run a soak and print its JSON summary."""
-    parser = argparse.ArgumentParser(prog="python -m inkapp.soak", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m inkapp.dev.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--analyses", type=int, default=200)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--side", type=int, default=DEFAULT_SIDE, help="longest image side in pixels")

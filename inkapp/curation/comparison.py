@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from inkapp.data.dataset import decode_canvases
-from inkapp.data.preprocess import Preprocessor, normalise
+from inkapp.data.preprocess import Preprocessor
 from inkapp.models import load_model, read_card
 from inkapp.models.serialization import atomic_write_text
 from inkapp.device import default_device
-from inkapp.training.loop import predict_probs
+from inkapp.scoring import ScoringSpec, score_canvases
 from inkapp.training.metrics import classification_metrics
 
 from .retrain import REPO_ROOT
@@ -45,7 +45,8 @@ def compare_with_current(current_model: Path, candidate: Path, base_dir: Path = 
             return result
     candidate_metrics = json.loads((candidate / "metrics.json").read_text(encoding="utf-8"))["test"]
     entries = json.loads((candidate / "split.json").read_text(encoding="utf-8")).get("test", [])
-    model, card = load_model(current_model, default_device())
+    device = default_device()
+    model, card = load_model(current_model, device)
     classes: list[str] = list(card["classes"])
     known = [e for e in entries if e["label"] in classes]
     paths = [str(p if (p := Path(e["path"])).is_absolute() else base_dir / p) for e in known]
@@ -54,8 +55,7 @@ def compare_with_current(current_model: Path, candidate: Path, base_dir: Path = 
     keep = [i for i, err in enumerate(errors) if not err]
     current: dict[str, float | None] = dict.fromkeys(COMPARED_METRICS)
     if keep:
-        probs = predict_probs(model, canvases[keep], lambda x: normalise(x, pre.mean, pre.std), default_device(),
-                              tta_hflip=bool(card["preprocessing"].get("tta_hflip")))
+        probs = score_canvases(model.eval(), canvases[keep], ScoringSpec.from_card(card), device).numpy()
         y = np.array([classes.index(known[i]["label"]) for i in keep])
         current = _summary(classification_metrics(y, probs, classes))
     result = {

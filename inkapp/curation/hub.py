@@ -19,13 +19,13 @@ from pathlib import Path
 
 from inkapp.inference import Predictor
 from inkapp.models import ModelLoadError
-from inkapp.paths import TASKS, shipped_weights
+from inkapp.paths import shipped_weights
+from inkapp.tasks import DOMAIN_TASK, TASKS
 
-from .versions import VersionError, active_folder
+from inkapp.store.versions import VersionError, active_folder
 
 log = logging.getLogger(__name__)
 
-DOMAIN_TASK = "domain"
 
 
 @dataclass(frozen=True)

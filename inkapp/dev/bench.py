@@ -70,9 +70,10 @@ from inkapp.explain.overlay import overlay
 from inkapp.device import default_device
 from inkapp.inference import Predictor
 from inkapp.models import create_trunk
-from inkapp.paths import TASKS, shipped_weights, weights_root
+from inkapp.paths import shipped_weights, weights_root
+from inkapp.tasks import TASKS
 from inkapp.scan import default_workers, scan
-from inkapp.procs import stop_process
+from inkapp.dev.procs import stop_process
 
 #: figure -> (comparison, limit); ratios are per model, the others global.
 TARGETS: dict[str, tuple[str, float]] = {

@@ -20,8 +20,8 @@ from inkapp.store.corrections import CorrectionError, CorrectionStore
 from .analysis import ImageAnalysis, LoadedImage
 from .hub import ModelHub
 from .retrain import RetrainError, RetrainManager
-from .review_queue import AnalysedLog
-from .versions import VersionError, discard, promote
+from inkapp.store.analysed import AnalysedLog
+from inkapp.store.versions import VersionError, discard, promote
 
 OPEN_ACCESS_NOTE = ("**Open access:** no experts configured — anyone can correct. Anyone who can reach this app "
                     "can submit and undo corrections, retrain, promote and discard models.")

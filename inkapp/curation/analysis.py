@@ -1,10 +1,12 @@
-"""Browser-free analysis behind the Analyse tab.
+"""Browser-free analysis behind the Analyse tab (no Gradio, no plotly).
 
 :func:`analyse_image` takes image bytes (or a path), decides the domain, runs every task
 model of that domain once (prediction + heat map + attention maps in one pass, see
-:meth:`inkapp.inference.Predictor.analyse`) and renders what the curator sees per task:
-label, confidence, uncertain flag, dynasty, a probability chart, the CAM overlay, the
-model's own attention overlays, gate weights and a top-channel chart. All maps are
+:meth:`inkapp.inference.Predictor.analyse`) and returns what the curator sees per task:
+label, confidence, uncertain flag, dynasty, probabilities, the CAM overlay, the model's
+own attention overlays with the captions the model declares
+(:mod:`inkapp.explain.contract`), gate weights and channel weights; ``inkapp.ui`` draws
+the charts. All maps are
 produced at the size of a display copy (longest side ≤ :data:`DISPLAY_MAX_SIDE`) with
 the image's true aspect ratio. Raw maps are cached (:class:`AnalysisCache`) so moving
 the opacity slider or switching back to an image does not run the model again.
@@ -17,32 +19,23 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import plotly.graph_objects as go
+import numpy as np
 from PIL import Image
 
 from inkapp.data.images import decode_image, sha256_bytes
+from inkapp.explain.cam import CAM_METHODS
+from inkapp.explain.contract import MapInfo, map_infos
 from inkapp.explain.overlay import overlay
 from inkapp.inference import Analysis, Predictor
-from inkapp.paths import TASKS_BY_DOMAIN
+from inkapp.tasks import TASKS_BY_DOMAIN
 
-from .charts import channel_chart, probability_chart
 from .domain import AUTO, DomainDecision, decide_domain
 from .hub import ModelHub
 from .uploads import UploadItem
 
 DISPLAY_MAX_SIDE = 1024
 COLORMAP = "inferno"
-#: Menu label -> :data:`inkapp.explain.cam.CAM_METHODS` key.
-CAM_METHODS: dict[str, str] = {"GradCAM": "gradcam", "GradCAM++": "gradcam++", "EigenCAM": "eigencam"}
-#: Spatial attention maps shown as overlays, with captions (gate maps are shown as numbers).
-ATTENTION_CAPTIONS: dict[str, str] = {
-    "dpafm_spatial": "DPAFM spatial attention A_s",
-    "alpha_0": "cross-layer fusion weight α (level 1)",
-    "alpha_1": "cross-layer fusion weight α (level 2)",
-    "bam_spatial": "BAM spatial attention M_s",
-    "bam_attention": "BAM attention 1 + σ(M_c + M_s), channel mean",
-}
-GATE_CAPTIONS: dict[str, str] = {"gate_channel": "g_c (channel path)", "gate_spatial": "g_s (spatial path)"}
+DEFAULT_CAM = "gradcam"
 
 
 @dataclass(frozen=True)
@@ -75,11 +68,10 @@ class TaskView:
     dynasties: list[tuple[str, float]] = field(default_factory=list)
     cam_method: str = ""
     cam_target: str = ""
-    probability_chart: go.Figure | None = None
     cam_overlay: Image.Image | None = None
-    attention_overlays: list[tuple[Image.Image, str]] = field(default_factory=list)
-    gates: dict[str, float] = field(default_factory=dict)
-    channel_chart: go.Figure | None = None
+    attention_overlays: list[tuple[Image.Image, MapInfo]] = field(default_factory=list)
+    gates: list[tuple[MapInfo, float]] = field(default_factory=list)
+    channel_weights: list[tuple[MapInfo, np.ndarray]] = field(default_factory=list)
 
     @property
     def dynasty_text(self) -> str:
@@ -149,9 +141,9 @@ def dynasty_probabilities(probabilities: dict[str, float], dynasty_of: dict[str,
 
 def _task_view(predictor: Predictor, result: Analysis, display: Image.Image, opacity: float) -> TaskView:
     p = result.prediction
-    attention = [(overlay(display, result.attention[name], opacity, COLORMAP), caption)
-                 for name, caption in ATTENTION_CAPTIONS.items() if name in result.attention]
-    channels = next(iter(result.channel_weights.items()), None)
+    infos = map_infos(predictor.model)
+    attention = [(overlay(display, result.attention[name], opacity, COLORMAP), info)
+                 for name, info in infos.items() if info.kind == "spatial" and name in result.attention]
     return TaskView(
         task=predictor.task,
         model_version=predictor.version,
@@ -164,11 +156,10 @@ def _task_view(predictor: Predictor, result: Analysis, display: Image.Image, opa
         dynasties=dynasty_probabilities(p.probabilities, predictor.dynasties),
         cam_method=result.cam_method,
         cam_target=result.cam_target,
-        probability_chart=probability_chart(p.probabilities, predictor.uncertainty_threshold),
         cam_overlay=overlay(display, result.cam, opacity, COLORMAP),
         attention_overlays=attention,
-        gates={GATE_CAPTIONS[k]: v for k, v in result.gates.items() if k in GATE_CAPTIONS},
-        channel_chart=None if channels is None else channel_chart(channels[1], channels[0]),
+        gates=[(infos[k], v) for k, v in result.gates.items() if k in infos],
+        channel_weights=[(infos[k], v) for k, v in result.channel_weights.items() if k in infos],
     )
 
 
@@ -176,7 +167,7 @@ def analyse_loaded(
     hub: ModelHub,
     loaded: LoadedImage,
     domain: str = AUTO,
-    cam_method: str = "GradCAM",
+    cam_method: str = DEFAULT_CAM,
     target_by_task: dict[str, str] | None = None,
     opacity: float = 0.5,
     cache: AnalysisCache | None = None,
@@ -184,7 +175,7 @@ def analyse_loaded(
     """Analyse a decoded upload with every task model of its domain (see :func:`analyse_image`)."""
     if cam_method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {cam_method!r}; choose from {', '.join(CAM_METHODS)}")
-    method = CAM_METHODS[cam_method]
+    method = cam_method
     targets = target_by_task or {}
     decision = decide_domain(hub, loaded.image, domain)
     views: list[TaskView] = []
@@ -210,7 +201,7 @@ def analyse_image(
     hub: ModelHub,
     source: bytes | str | Path,
     domain: str = AUTO,
-    cam_method: str = "GradCAM",
+    cam_method: str = DEFAULT_CAM,
     target_by_task: dict[str, str] | None = None,
     opacity: float = 0.5,
     cache: AnalysisCache | None = None,
@@ -218,8 +209,8 @@ def analyse_image(
     """Analyse one image given as bytes or a file path.
 
     ``domain`` — ``"auto"``, ``"painting"`` or ``"calligraphy"`` (see
-    :func:`inkapp.ui.domain.decide_domain`); ``cam_method`` — a key of
-    :data:`CAM_METHODS`; ``target_by_task`` — the class each task's heat map should
+    :func:`inkapp.curation.domain.decide_domain`); ``cam_method`` — a key of
+    :data:`inkapp.explain.cam.CAM_METHODS`; ``target_by_task`` — the class each task's heat map should
     explain (default: its predicted class); ``opacity`` — overlay opacity in [0, 1].
 
     Raises :class:`inkapp.data.images.ImageError` (one-line message) for a bad upload.

@@ -13,9 +13,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from inkapp.data.images import ImageError, effective_max_bytes
+from inkapp.data.images import IMAGE_SUFFIXES, ImageError, effective_max_bytes
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".gif", ".bmp")
 #: What the upload widget accepts.
 UPLOAD_TYPES = [*IMAGE_SUFFIXES, ".zip"]
 MAX_ITEMS = 500  # images per upload (files + zip members)

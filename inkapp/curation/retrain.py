@@ -1,11 +1,11 @@
 """Retraining a task from the experts' corrections as a background subprocess.
 
-The job runs ``python -m inkapp train --config train/configs/<task>.yaml --corrections
+The job runs ``python -m inkapp train --config <task> --corrections
 <data_dir>/corrections.csv [--split <current model>/split.json] --out
 <data_dir>/models/<task>/candidates/<timestamp>`` with its output (tqdm bars and one
 JSON line per epoch) going to ``train.log`` in the candidate folder. Progress is read
 back from that log. The active model is never touched: a finished run is only a
-candidate until an expert promotes it (:mod:`inkapp.ui.versions`); a failed or killed
+candidate until an expert promotes it (:mod:`inkapp.store.versions`); a failed or killed
 run reports why with the tail of its log. One job runs at a time (the CPU is shared
 with serving).
 """
@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .versions import candidates_root, is_complete_run
+from inkapp.store.versions import candidates_root, is_complete_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "train" / "configs"

@@ -1,0 +1,1 @@
+"""Developer tools kept apart from the runtime path: the benchmark, the soak test, process helpers."""
