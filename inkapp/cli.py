@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -86,23 +88,32 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .data.images import ImageError, load_image
+    from .iiif.annotations import annotation_page, write_annotation_page
+    from .iiif.classify import active_corrections, classify_sources, prediction_annotations
     from .inference import Predictor
+    from .paths import data_dir
 
     predictor = Predictor.from_folder(_model_folder(args.task, args.weights))
-    status = 0
-    for path in args.images:
-        try:
-            img = load_image(path)
-        except (ImageError, OSError) as err:
-            print(f"{path}: {err}", file=sys.stderr)
-            status = 1
-            continue
-        p = predictor.predict([img])[0]
-        print(json.dumps({"image": path, "task": predictor.task, "label": p.label, "confidence": round(p.confidence, 6),
+    failed: list[str] = []
+
+    def report(source: str, message: str) -> None:  # messages name the file or URL that failed
+        print(message, file=sys.stderr)
+        failed.append(source)
+
+    results = []
+    for r in classify_sources(predictor, args.images, report):
+        p, item = r.prediction, r.item
+        where = {"image": item.source} if item.target.startswith("file:") else {
+            "image": item.target_with_region, "source": item.source, "name": item.name}
+        print(json.dumps({**where, "task": predictor.task, "label": p.label, "confidence": round(p.confidence, 6),
                           "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()}}, ensure_ascii=False),
               flush=True)
-    return status
+        results.append(r)
+    if args.annotations:
+        page = annotation_page(prediction_annotations(results, predictor, active_corrections(data_dir())))
+        write_annotation_page(page, args.annotations)
+        print(f"predict: {len(page['items'])} annotations written to {args.annotations}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -111,6 +122,69 @@ def _scan(args: argparse.Namespace) -> int:
     summary = run_scan(args.dir, args.out, _model_folder(args.task, args.weights), args.batch_size, args.workers)
     print(f"scan: {summary.scanned} images classified ({summary.errors} errors), {summary.skipped} already in "
           f"{args.out}, {summary.seconds:.1f} s", file=sys.stderr)
+    if args.duplicates and int(os.environ.get("RANK", "0")) == 0:
+        _scan_duplicates(args)
+    return 0
+
+
+def _scan_duplicates(args: argparse.Namespace) -> None:
+    """Index the scanned images in the task's collection index; one JSON line per near-duplicate pair."""
+    from .collection.duplicates import DEFAULT_THRESHOLD, duplicate_pairs, index_scan
+    from .inference import Predictor
+
+    predictor = Predictor.from_folder(_model_folder(args.task, args.weights))
+    shas, errors = index_scan(args.dir, args.out, args.task, predictor=predictor, batch_size=args.batch_size)
+    for message in errors:
+        print(message, file=sys.stderr)
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    pairs = duplicate_pairs(args.task, among=shas, threshold=threshold)
+    for pair in pairs:
+        print(json.dumps(pair.to_dict(), ensure_ascii=False), flush=True)
+    flagged = sum(p.labels_disagree for p in pairs)
+    print(f"scan: {len(shas)} images indexed, {len(pairs)} near-duplicate pairs at similarity >= {threshold} "
+          f"({flagged} with disagreeing labels)", file=sys.stderr)
+
+
+def _similar(args: argparse.Namespace) -> int:
+    from .collection.similar import collection_index, similar_works
+    from .inference import Predictor
+    from .tasks import TASKS
+
+    tasks = [args.task] if args.task else [t for t in TASKS if len(collection_index(t))]
+    if not tasks:
+        raise ValueError("the collection index is empty; index images with `inkapp scan DIR --task T --out CSV "
+                         "--duplicates`")
+    results = {}
+    for task in tasks:
+        predictor = Predictor.from_folder(_model_folder(task, args.weights if args.task else None))
+        results[task] = [asdict(n) for n in similar_works(args.image, task, args.k, predictor=predictor)]
+    if args.json:
+        print(json.dumps({"image": args.image, "similar": results}, ensure_ascii=False, indent=1))
+        return 0
+    for task, rows in results.items():
+        print(f"{task}: {len(rows)} similar works")
+        for i, n in enumerate(rows, 1):
+            print(f"  {i}. {n['similarity']:.4f}  {n['label']} ({n['label_source']})  {n['image_path']}")
+    return 0
+
+
+def _suspects(args: argparse.Namespace) -> int:
+    from .collection.suspects import compute_suspects, load_suspects, suspect_queue, suspects_file
+
+    path = Path(args.file) if args.file else suspects_file(args.task)
+    if args.recompute:
+        split = Path(args.split) if args.split else _model_folder(args.task, None) / "split.json"
+        doc = compute_suspects(args.task, split, path, args.folds)
+        print(f"suspects: {doc['n_suspects']} of {doc['n_images']} images, out-of-fold accuracy "
+              f"{doc['oof_accuracy']:.3f}, written to {path}", file=sys.stderr)
+    rows = suspect_queue(args.task, path=path) if args.pending else load_suspects(path)
+    rows = rows[:args.top] if args.top else rows
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], ensure_ascii=False, indent=1))
+        return 0
+    print(f"{'rank':>4} {'quality':>7}  {'given':16} {'model view':16} image")
+    for r in rows:
+        print(f"{r.rank:>4} {r.quality:>7.3f}  {r.given_label:16} {r.predicted_label:16} {r.image_path}")
     return 0
 
 
@@ -185,10 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help="model folder (default: the shipped weights for TASK)")
     s.set_defaults(func=_evaluate)
 
-    s = sub.add_parser("predict", help="classify images; one JSON line per image")
+    s = sub.add_parser("predict", help="classify images; one JSON line per image (IIIF: per canvas)")
     s.add_argument("--task", required=True)
-    s.add_argument("images", nargs="+")
+    s.add_argument("images", nargs="+", metavar="SOURCE",
+                   help="image file, IIIF Image API URL (service, info.json or image request; optional "
+                        "#xywh=x,y,w,h) or IIIF Presentation 3 manifest URL")
     s.add_argument("--weights")
+    s.add_argument("--annotations", metavar="FILE",
+                   help="also write the predictions, and stored corrections of the same images, as a W3C Web "
+                        "Annotation AnnotationPage (JSON-LD)")
     s.set_defaults(func=_predict)
 
     s = sub.add_parser("scan", help="classify every image under DIR into a resumable CSV (torchrun shards it)")
@@ -198,7 +277,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help="model folder (default: the shipped weights for TASK)")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1, at most 4)")
+    s.add_argument("--duplicates", action="store_true",
+                   help="also add the images to the task's collection index (data directory) and print near-duplicate "
+                        "pairs as JSON lines")
+    s.add_argument("--threshold", type=float, help="cosine similarity of a near-duplicate pair (default 0.95)")
     s.set_defaults(func=_scan)
+
+    s = sub.add_parser("similar", help="the most similar works in the collection index (per task)")
+    s.add_argument("image")
+    s.add_argument("--k", type=int, default=5)
+    s.add_argument("--task", help="search only this task's index (default: every indexed task)")
+    s.add_argument("--weights", help="model folder for --task (default: the shipped weights)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_similar)
+
+    s = sub.add_parser("suspects", help="likely mislabelled images of a task (out-of-fold probe + cleanlab)")
+    s.add_argument("--task", required=True)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--top", type=int, default=0, help="print only the first N (default: all)")
+    s.add_argument("--pending", action="store_true", help="leave out images an expert already decided")
+    s.add_argument("--recompute", action="store_true", help="recompute the ranking (minutes) and cache it")
+    s.add_argument("--split", help="split.json listing the images (default: the shipped model's)")
+    s.add_argument("--folds", type=int, default=5)
+    s.add_argument("--file", help="ranking cache (default docs/results/suspects-TASK.json)")
+    s.set_defaults(func=_suspects)
 
     s = sub.add_parser("bench", help="speed and memory of the shipped models against the performance targets")
     s.add_argument("--json", action="store_true", help="print a JSON document instead of the table")

@@ -8,6 +8,10 @@ python3 -m venv .venv
 .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
 if [ "${1:-}" = "--test" ]; then
   .venv/bin/pip install -q -e '.[test]'
+  # iiif-prezi3 builds the tests' IIIF manifests; every release pins Pillow<=12.0.0, so it is
+  # installed without its dependencies (pydantic and requests come from above) to keep the
+  # image decoder of untrusted uploads on the Pillow that inkapp itself resolves.
+  .venv/bin/pip install -q --no-deps iiif-prezi3==3.1.1
   if [ ! -x /usr/bin/chromium ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get install -y -q chromium >/dev/null || $SUDO sh -c 'apt-get update -q && apt-get install -y -q chromium' >/dev/null
