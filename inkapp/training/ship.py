@@ -22,7 +22,10 @@ from ..models import load_model, save_model
 from ..models.serialization import WEIGHTS_FILE
 from ..scoring import ScoringSpec, score_canvases
 
-FIGURES = ("confusion_counts.png", "confusion_normalised.png", "roc.png", "curves.png")
+FIGURES = ("confusion_counts.png", "confusion_normalised.png", "roc.png", "curves.png", "reliability.png",
+           "risk_coverage.png")
+#: The calibration section of a README sits between these lines (replaced in place by train/calibrate.py).
+CALIBRATION_START, CALIBRATION_END = "<!-- calibration:start -->", "<!-- calibration:end -->"
 
 
 def _test_probs(model: torch.nn.Module, card: dict[str, Any], run: Path) -> np.ndarray:
@@ -70,6 +73,14 @@ def _crop_note(training: dict[str, Any]) -> str:
             "evaluation and the app see the whole canvas in one forward") if crop else ""
 
 
+def _flag_note(card: dict[str, Any]) -> str:
+    if card.get("calibration"):
+        return "on calibrated probabilities, see the calibration section below"
+    return (f"predictions below confidence {card['uncertainty_threshold']} are flagged; chosen on\n"
+            f"  validation data so that predictions at or above it were ≥ {card['uncertainty']['target']:.0%} right\n"
+            f"  (coverage {card['uncertainty']['coverage']:.0%} of validation images).")
+
+
 def model_card_markdown(card: dict[str, Any]) -> str:
     """A human-readable model card rendered from ``card.json``."""
     m, t, d = card["metrics"], card["training"], card["data"]
@@ -93,9 +104,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
   not redistributed.
 * **Training:** {t['epochs_run']} epochs run (best epoch {t['best_epoch']}), {t['wall_seconds']:.0f} s wall on the
   machine that trained it; full config in `card.json`.
-* **Uncertainty flag:** predictions below confidence {card['uncertainty_threshold']} are flagged; chosen on
-  validation data so that predictions at or above it were ≥ {card['uncertainty']['target']:.0%} right
-  (coverage {card['uncertainty']['coverage']:.0%} of validation images).
+* **Uncertainty flag:** {_flag_note(card)}
 * **Stored as:** {sc.get('stored_as', card.get('weights_dtype'))} (fp16 max probability change on the test split:
   {sc.get('max_abs_prob_diff_fp16', float('nan')):.2e}, predictions changed: {sc.get('predictions_changed_fp16', 'n/a')})
 
@@ -109,6 +118,52 @@ n = {m['n']}; accuracy **{m['accuracy']:.4f}**; macro precision {m['macro_precis
 {per}
 
 Confusion matrices, ROC curves and training curves: the PNGs in this folder.
+""" + (f"\n{calibration_markdown(card)}" if card.get("calibration") else "")
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _flag_row(name: str, f: dict[str, Any]) -> str:
+    threshold = "all flagged" if f["threshold"] is None else f"{f['threshold']:.4f}"
+    return (f"| {name} | {threshold} | {_share(f['flagged_share'])} ({f['flagged']} of {f['n']}) | "
+            f"{f['errors_caught']} of {f['errors']} | {_share(f['accuracy_not_flagged'])} |")
+
+
+def calibration_markdown(card: dict[str, Any]) -> str:
+    """The README's calibration section (between :data:`CALIBRATION_START` and
+    :data:`CALIBRATION_END`) rendered from ``card["calibration"]``."""
+    c = card["calibration"]
+    t, flag, conf = c["test"], c["flag"], c["conformal"]
+    params = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} [{', '.join(f'{x:.3g}' for x in v)}]"
+                       for k, v in c["parameters"].items())
+    cv = ", ".join(f"{m} {v:.4f}" for m, v in c["selection"].get("cv_nll", {}).items())
+    rows = [_flag_row(f"before: raw confidence < {t['old_flag']['threshold']}", t["old_flag"])] if "old_flag" in t else []
+    rows.append(_flag_row("after: calibrated confidence < threshold", t["flag"]))
+    sizes = ", ".join(f"{k}: {v}" for k, v in t["sets"]["size_counts"].items())
+    met = ("met" if flag["target_met"] else "NOT met — every prediction is flagged")
+    return f"""{CALIBRATION_START}
+## Calibration, uncertainty flag and answer sets (fitted on validation, measured on test)
+
+* **Calibration:** {c['method']} scaling ({params}) of the {c['input']}; chosen over the alternative by
+  {c['selection'].get('cv_folds')}-fold cross-validated NLL on the validation split ({cv}; lower is better).
+* **Test ECE** ({c['ece_binning']}): {t['ece_before']:.4f} raw -> **{t['ece_after']:.4f}** calibrated;
+  NLL {t['nll_before']:.4f} -> {t['nll_after']:.4f} nats. Reliability diagram: `reliability.png`.
+* **Flag:** a prediction is flagged "uncertain" when its calibrated confidence is below
+  {'—' if flag['threshold'] is None else f"{flag['threshold']:.4f}"}, chosen on validation so that the
+  predictions not flagged are ≥ {flag['target_accuracy']:.0%} right (target {met}; validation: {_share(flag['validation_coverage'])}
+  not flagged, {_share(flag['validation_accuracy'])} right). Risk–coverage curve: `risk_coverage.png`.
+* **Answer sets:** split-conformal, {conf['score'].upper()} score ({conf['library']}), level {conf['level']:.0%}, quantile
+  {conf['quantile']:.4f}; test set coverage **{t['sets']['coverage']:.1%}**, mean set size {t['sets']['mean_size']:.2f}
+  (sizes {sizes}).
+
+Test split, n = {t['n']} (accuracy {t['accuracy']:.1%}):
+
+| flag | threshold | flagged | errors caught | accuracy where not flagged |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+{CALIBRATION_END}
 """
 
 

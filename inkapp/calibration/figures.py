@@ -1,0 +1,80 @@
+"""Small PNGs of a model's calibration for its card folder: the reliability diagram
+(before / after) and the risk–coverage curve with the flag's operating points."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+RELIABILITY_PNG = "reliability.png"
+RISK_COVERAGE_PNG = "risk_coverage.png"
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    """Write ``fig`` as PNG via a temporary file and rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=90, format="png")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def draw_reliability(before: list[dict[str, Any]], after: list[dict[str, Any]], ece_before: float,
+                     ece_after: float, path: str | Path, title: str) -> Path:
+    """Reliability diagram from two :func:`~inkapp.calibration.measures.reliability_bins`
+    lists (accuracy against mean confidence per non-empty bin; marker area ∝ count)."""
+    fig, ax = plt.subplots(figsize=(4.4, 4.0))
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
+    for bins, ece, colour, name in ((before, ece_before, "tab:red", "raw"), (after, ece_after, "tab:blue", "calibrated")):
+        full = [b for b in bins if b["count"]]
+        x = [b["confidence"] for b in full]
+        y = [b["accuracy"] for b in full]
+        n = np.array([b["count"] for b in full], dtype=float)
+        ax.plot(x, y, color=colour, linewidth=1.2, label=f"{name} (ECE {ece:.3f})")
+        ax.scatter(x, y, s=15 + 185 * n / max(n.max(), 1), color=colour, alpha=0.6)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("top-1 confidence (bin mean)")
+    ax.set_ylabel("accuracy in bin")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    out = Path(path)
+    _save(fig, out)
+    return out
+
+
+def draw_risk_coverage(coverage: np.ndarray, risk: np.ndarray, target_accuracy: float,
+                       points: dict[str, tuple[float, float]], path: str | Path, title: str) -> Path:
+    """Risk (error rate of the kept predictions) against coverage (share kept, most
+    confident first), the target risk 1 − ``target_accuracy`` as a line and the named
+    operating ``points`` (coverage, risk) of flags."""
+    fig, ax = plt.subplots(figsize=(4.4, 3.6))
+    ax.plot(coverage, risk, color="tab:blue", linewidth=1.4, label="calibrated confidence order")
+    ax.axhline(1 - target_accuracy, color="0.5", linestyle="--", linewidth=1,
+               label=f"target risk {1 - target_accuracy:.0%}")
+    for (name, (c, r)), marker in zip(points.items(), ("o", "s", "^", "D")):
+        ax.plot([c], [r], marker=marker, linestyle="none", markersize=7, label=f"{name}: {c:.0%} kept, {r:.1%} errors")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, max(float(risk.max()) if len(risk) else 0.0, 1 - target_accuracy) * 1.15 + 1e-3)
+    ax.set_xlabel("coverage (share not flagged)")
+    ax.set_ylabel("risk (error rate of those kept)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    out = Path(path)
+    _save(fig, out)
+    return out
