@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,13 +81,24 @@ class Experts:
     def configured(self) -> bool:
         return bool(self.passwords or self.hf_users)
 
+    def __post_init__(self) -> None:
+        self.passwords = {unicodedata.normalize("NFC", name): h for name, h in self.passwords.items()}
+        # A hash of a random password with the largest iteration count configured: an
+        # unknown name is checked against it, so it costs as much as a known one.
+        counts = [int(h.split("$")[1]) for h in self.passwords.values()
+                  if h.count("$") == 3 and h.split("$")[1].isdigit()]
+        self._dummy_hash = (hash_password(secrets.token_urlsafe(16), max(counts, default=ITERATIONS))
+                            if self.passwords else None)
+
     def authorise(self, expert: str, password: str = "", hf_user: str | None = None) -> str:
         """The expert name to record for a write, or :class:`AccessDenied`.
 
         Open mode accepts any non-empty name. A signed-in Hugging Face expert is
-        recorded under their HF user name.
+        recorded under their HF user name. Names are compared in Unicode NFC. An unknown
+        name costs one password hash like a known one (against a dummy hash), so the
+        response time does not tell which names are configured.
         """
-        expert = (expert or "").strip()
+        expert = unicodedata.normalize("NFC", (expert or "").strip())
         if not self.configured:
             if not expert:
                 raise AccessDenied("enter your name as the expert")
@@ -94,7 +106,8 @@ class Experts:
         if hf_user and hf_user in self.hf_users:
             return hf_user
         stored = self.passwords.get(expert)
-        if stored and verify_password(stored, password or ""):
+        reference = stored or self._dummy_hash
+        if reference is not None and verify_password(reference, password or "") and stored:
             return expert
         raise AccessDenied("only configured experts may do this: check the expert name and password"
                            + (" or sign in with Hugging Face" if self.hf_users else ""))

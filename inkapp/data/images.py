@@ -20,6 +20,8 @@ import os
 import threading
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +32,14 @@ log = logging.getLogger(__name__)
 MAX_FILE_BYTES = 50 * 1024 * 1024  # default byte limit (50 MiB); env INKAPP_MAX_UPLOAD_MB
 MAX_PIXELS = 80_000_000  # default pixel limit (width × height); env INKAPP_MAX_PIXELS
 MIN_SIDE = 8  # pixels; anything smaller on either side is too small to classify
+CONVERT_STRIP_PIXELS = 1 << 18  # pixels per strip when converting high-bit-depth images
+LARGE_DECODE_PIXELS = 16_000_000  # decodes of at least this many pixels take a slot of LARGE_DECODES
+LARGE_DECODE_SLOTS = 2  # default number of such decodes at once; env INKAPP_LARGE_DECODES
+LARGE_DECODE_WAIT_S = 120.0  # a decode waiting longer than this for a slot is refused
 
 ENV_MAX_UPLOAD_MB = "INKAPP_MAX_UPLOAD_MB"
 ENV_MAX_PIXELS = "INKAPP_MAX_PIXELS"
+ENV_LARGE_DECODES = "INKAPP_LARGE_DECODES"
 
 # Pillow format name -> file extension used when storing the original bytes.
 # MPO is how Pillow reports multi-picture JPEGs written by many cameras.
@@ -89,6 +96,53 @@ def effective_max_pixels(override: int | None = None) -> int:
         return int(override)
     px = _env_number(ENV_MAX_PIXELS)
     return MAX_PIXELS if px is None else int(px)
+
+
+class DecodeSlots:
+    """At most ``slots`` decodes of ``min_pixels`` or more at once, process-wide.
+
+    A decode's peak memory grows with its pixel count (Pillow's decoded image, up to
+    4 bytes per pixel for 32-bit modes, plus the 8-bit result and an EXIF-rotated copy),
+    so bounding how many large ones run together makes the worst case a known figure:
+    ``slots`` × the peak of one decode at the pixel limit (see docs/SECURITY.md).
+    Smaller decodes do not wait. ``peak`` is the most large decodes seen at once.
+    """
+
+    def __init__(self, slots: int, min_pixels: int = LARGE_DECODE_PIXELS,
+                 wait_s: float = LARGE_DECODE_WAIT_S) -> None:
+        self.slots, self.min_pixels, self.wait_s = int(slots), int(min_pixels), float(wait_s)
+        self._semaphore = threading.BoundedSemaphore(self.slots)
+        self._count_lock = threading.Lock()
+        self.in_use = 0
+        self.peak = 0
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Hold a slot while decoding an image of ``pixels`` pixels (none below ``min_pixels``)."""
+        if pixels < self.min_pixels:
+            yield
+            return
+        if not self._semaphore.acquire(timeout=self.wait_s):
+            raise ImageError(f"the server is busy decoding other large images; try again "
+                             f"(waited {self.wait_s:g} s)")
+        try:
+            with self._count_lock:
+                self.in_use += 1
+                self.peak = max(self.peak, self.in_use)
+            yield
+        finally:
+            with self._count_lock:
+                self.in_use -= 1
+            self._semaphore.release()
+
+
+def _slots_from_env() -> int:
+    value = _env_number(ENV_LARGE_DECODES)
+    return LARGE_DECODE_SLOTS if value is None else max(1, int(value))
+
+
+#: The process-wide bound on concurrent large decodes (``INKAPP_LARGE_DECODES``, default 2).
+LARGE_DECODES = DecodeSlots(_slots_from_env())
 
 
 def _mib(n: int) -> str:
@@ -159,23 +213,53 @@ def _jpeg_problem(data: bytes) -> str | None:
             pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
 
 
+def _strips(h: int, w: int) -> Iterator[tuple[int, int]]:
+    """Row ranges ``[y0, y1)`` of about :data:`CONVERT_STRIP_PIXELS` pixels each."""
+    rows = max(1, CONVERT_STRIP_PIXELS // max(w, 1))
+    return ((y, min(h, y + rows)) for y in range(0, h, rows))
+
+
+def _finite_strip(im: Image.Image, y0: int, y1: int) -> np.ndarray:
+    """Rows ``y0..y1`` of a 32-bit ``I`` / ``F`` image as float64, NaN and ±inf -> 0."""
+    strip = np.asarray(im.crop((0, y0, im.width, y1)), dtype=np.float64)
+    return np.nan_to_num(strip, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _to_l_from_high_bit_depth(im: Image.Image) -> Image.Image:
-    """16-bit / 32-bit integer or float grayscale -> 8-bit L, scaled rather than clipped."""
+    """16-bit / 32-bit integer or float grayscale -> 8-bit L, scaled rather than clipped.
+
+    Works on strips of :data:`CONVERT_STRIP_PIXELS` pixels, so besides Pillow's own
+    image it allocates the W×H-byte result plus at most 8 MiB of strip temporaries
+    (measured 5.2 MiB: one strip as float64 and its raw bytes), never a whole-image
+    float copy (before: ~31 bytes per pixel, 2.4 GiB at 80 MP). 16-bit samples
+    map to ``round(v·255/65535)``; 32-bit ``I`` within 0..65535 to ``round(v/257)``;
+    ``F`` within [0, 1] to ``round(v·255)``; any other range is stretched to 0..255
+    (NaN and ±inf count as 0).
+    """
     w, h = im.size
+    out = np.empty((h, w), dtype=np.uint8)
     if im.mode.startswith("I;16"):
-        order = ">" if im.mode == "I;16B" else ("=" if im.mode == "I;16N" else "<")
-        arr = np.frombuffer(im.tobytes(), dtype=f"{order}u2").reshape(h, w).astype(np.uint32)
-        return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8))
-    arr = np.asarray(im, dtype=np.float64)
-    arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = float(arr.min()), float(arr.max())
+        for y0, y1 in _strips(h, w):
+            strip = np.asarray(im.crop((0, y0, w, y1))).astype(np.uint32)
+            out[y0:y1] = (strip * 255 + 32767) // 65535
+        return Image.fromarray(out)
+    lo, hi = np.inf, -np.inf
+    for y0, y1 in _strips(h, w):
+        strip = _finite_strip(im, y0, y1)
+        lo, hi = min(lo, float(strip.min())), max(hi, float(strip.max()))
     if im.mode == "I" and lo >= 0 and hi <= 65535:  # 16-bit samples widened to 32 bits
-        scaled = arr / 257.0
+        offset, scale = 0.0, 1 / 257.0
     elif im.mode == "F" and lo >= 0 and hi <= 1:  # normalised floats
-        scaled = arr * 255.0
-    else:  # arbitrary range: stretch to 0..255
-        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+        offset, scale = 0.0, 255.0
+    else:  # arbitrary range: stretch to 0..255 (a constant image becomes black)
+        offset, scale = lo, (255.0 / (hi - lo) if hi > lo else 0.0)
+    for y0, y1 in _strips(h, w):
+        strip = _finite_strip(im, y0, y1)
+        if offset:
+            strip -= offset
+        strip *= scale
+        out[y0:y1] = np.clip(np.rint(strip, out=strip), 0, 255, out=strip)
+    return Image.fromarray(out)
 
 
 def _on_white(im: Image.Image, mode: str) -> Image.Image:
@@ -199,6 +283,22 @@ def _normalise_mode(im: Image.Image) -> Image.Image:
     if mode.startswith("I") or mode == "F":
         return _to_l_from_high_bit_depth(im)
     return im.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV, RGBX, ...
+
+
+def _decode_opened(im: Image.Image, fmt: str) -> Image.Image:
+    """Decode an opened, checked image: first frame, EXIF orientation, 8-bit RGB or L."""
+    try:
+        im.load()  # Image.open leaves multi-frame files (GIF, WebP, TIFF) on frame 0
+    except Exception as e:
+        raise ImageError(f"corrupt or truncated {fmt} image: {e}") from None
+    try:
+        ImageOps.exif_transpose(im, in_place=True)
+    except Exception as e:  # a broken EXIF block should not cost the image
+        log.warning("ignoring unreadable EXIF orientation (%s: %s)", type(e).__name__, e)
+    try:
+        return _normalise_mode(im)
+    except Exception as e:
+        raise ImageError(f"cannot convert {fmt} image in mode {im.mode}: {e}") from None
 
 
 def decode_image(
@@ -244,18 +344,8 @@ def decode_image(
                    else _jpeg_problem(data) if fmt in ("JPEG", "MPO") else None)
         if problem:
             raise ImageError(problem)
-        try:
-            im.load()  # Image.open leaves multi-frame files (GIF, WebP, TIFF) on frame 0
-        except Exception as e:
-            raise ImageError(f"corrupt or truncated {fmt} image: {e}") from None
-        try:
-            ImageOps.exif_transpose(im, in_place=True)
-        except Exception as e:  # a broken EXIF block should not cost the image
-            log.warning("ignoring unreadable EXIF orientation (%s: %s)", type(e).__name__, e)
-        try:
-            out = _normalise_mode(im)
-        except Exception as e:
-            raise ImageError(f"cannot convert {fmt} image in mode {im.mode}: {e}") from None
+        with LARGE_DECODES.hold(w * h):
+            out = _decode_opened(im, fmt)
     finally:
         im.close()
     return out, fmt

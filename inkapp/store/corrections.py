@@ -57,10 +57,12 @@ LOCK_TIMEOUT_S = 60.0
 _HEADER = (",".join(FIELDS) + "\n").encode("utf-8")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-# A leading quote is added when a cell, after any quotes it already has, starts with a
-# formula trigger; exactly that one quote is removed on reading, so the mapping is lossless.
-_NEEDS_QUOTE = re.compile(r"'*[=+\-@\t\r]")
-_HAS_ADDED_QUOTE = re.compile(r"'+[=+\-@\t\r]")
+# A leading quote is added when a cell, after any quotes and invisible format characters
+# (bidi controls, zero-width characters) it already has, starts with a formula trigger;
+# exactly that one quote is removed on reading, so the mapping is lossless.
+_FORMULA_TRIGGERS = "=+-@\t\r"
+_JOINERS = "\u200c\u200d"  # zero-width non-joiner and joiner, kept inside text
+_EDGE_SPACE_OR_JOINER = re.compile(r"^[\s\u200c\u200d]+|[\s\u200c\u200d]+$")
 _LINE_BREAKS = str.maketrans({"\n": " ", "\r": " ", "\t": " ", "\u2028": " ", "\u2029": " ",
                               "\x85": " ", "\x0b": " ", "\x0c": " "})
 
@@ -77,20 +79,44 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _formula_like(value: str) -> bool:
+    """Whether ``value``, after leading quotes and format characters, starts with a trigger."""
+    for ch in value:
+        if ch != "'" and unicodedata.category(ch) != "Cf":
+            return ch in _FORMULA_TRIGGERS
+    return False
+
+
 def escape_cell(value: str) -> str:
-    """Neutralise spreadsheet formula injection: prefix ``'`` when the cell could run."""
-    return "'" + value if _NEEDS_QUOTE.match(value) else value
+    """Neutralise spreadsheet formula injection: prefix ``'`` when the cell could run
+    (also when invisible bidi / zero-width characters stand before the ``=``)."""
+    return "'" + value if _formula_like(value) else value
 
 
 def unescape_cell(value: str) -> str:
     """Inverse of :func:`escape_cell`."""
-    return value[1:] if _HAS_ADDED_QUOTE.match(value) else value
+    return value[1:] if value.startswith("'") and _formula_like(value) else value
 
 
-def clean_text(value: str) -> str:
-    """Line breaks and tabs -> spaces, other control characters removed, ends stripped."""
-    value = value.translate(_LINE_BREAKS)
-    return "".join(ch for ch in value if unicodedata.category(ch) != "Cc").strip()
+def clean_text(value: str, field: str = "text") -> str:
+    """Free text (a note, an expert name) made safe to store and compare.
+
+    Unicode NFC; line breaks and tabs -> spaces; control characters (Cc) and format
+    characters (Cf: bidi overrides, embeddings, isolates and marks, zero-width space,
+    word joiner, BOM, soft hyphen) removed, except the zero-width joiner and non-joiner
+    inside the text (emoji sequences such as 👩🏽‍🎨 and some scripts need them; at
+    either end they are removed); ends stripped. Raises :class:`CorrectionError` (one
+    line naming ``field``) for a non-string or a lone surrogate, which has no UTF-8
+    encoding.
+    """
+    if not isinstance(value, str):
+        raise CorrectionError(f"{field} must be text, got {type(value).__name__}")
+    bad = next((ch for ch in value if unicodedata.category(ch) == "Cs"), None)
+    if bad is not None:
+        raise CorrectionError(f"{field} contains an invalid character (lone surrogate U+{ord(bad):04X})")
+    value = unicodedata.normalize("NFC", value).translate(_LINE_BREAKS)
+    value = "".join(ch for ch in value if ch in _JOINERS or unicodedata.category(ch) not in ("Cc", "Cf"))
+    return _EDGE_SPACE_OR_JOINER.sub("", value)
 
 
 def _format_row(row: Mapping[str, str]) -> bytes:
@@ -314,7 +340,7 @@ class CorrectionStore:
             "confidence": f"{conf:.4f}",
             "corrected_label": self._plain("corrected_label", corrected_label, required=True),
             "expert": self._expert(expert),
-            "note": self._limited("note", clean_text(note), MAX_NOTE_CHARS),
+            "note": self._limited("note", clean_text(note, "note"), MAX_NOTE_CHARS),
             "model_version": self._plain("model_version", model_version, required=False),
         }
         self._append(row)
@@ -369,15 +395,16 @@ class CorrectionStore:
     def _plain(cls, field: str, value: str, *, required: bool) -> str:
         if not isinstance(value, str):
             raise CorrectionError(f"{field} must be a string, got {type(value).__name__}")
-        if any(unicodedata.category(ch) == "Cc" for ch in value) or value != value.translate(_LINE_BREAKS):
-            raise CorrectionError(f"{field} contains control characters or line breaks")
+        if (any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value)
+                or value != value.translate(_LINE_BREAKS)):
+            raise CorrectionError(f"{field} contains control, format or invalid characters or line breaks")
         if required and not value.strip():
             raise CorrectionError(f"{field} is empty")
         return cls._limited(field, value, MAX_FIELD_CHARS)
 
     @classmethod
     def _expert(cls, expert: str) -> str:
-        who = clean_text(expert)
+        who = clean_text(expert, "expert name")
         if not who:
             raise CorrectionError("expert name is empty")
         return cls._limited("expert name", who, MAX_EXPERT_CHARS)
