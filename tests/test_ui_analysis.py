@@ -16,7 +16,8 @@ from PIL import Image
 from inkapp.data.images import ImageError, load_image
 from inkapp.data.preprocess import Preprocessor
 from inkapp.models import build_model, save_model
-from inkapp.curation.analysis import DISPLAY_MAX_SIDE, AnalysisCache, analyse_image, dynasty_probabilities
+from inkapp.curation.analysis import (SCROLL_MIN_SHORT_SIDE, AnalysisCache, analyse_image,
+                                     dynasty_probabilities)
 from inkapp.curation.domain import heuristic_domain
 from inkapp.curation.hub import ModelHub
 from inkapp.curation.uploads import UploadItem, expand_uploads
@@ -116,10 +117,10 @@ def test_dynasty_probabilities_sum_classes_per_dynasty() -> None:
 def test_one_to_four_scroll_keeps_its_aspect_ratio(hub: ModelHub) -> None:
     result = analyse_image(hub, png_bytes(scroll_image(600, 2400)), "painting")
     assert (result.width, result.height) == (600, 2400)
-    assert result.display.size == (256, DISPLAY_MAX_SIDE)
+    assert result.display.size == (SCROLL_MIN_SHORT_SIDE, 4 * SCROLL_MIN_SHORT_SIDE)  # readable, not a strip
     for view in result.tasks:
-        assert view.cam_overlay.size == (256, 1024)
-        assert all(img.size == (256, 1024) for img, _ in view.attention_overlays)
+        assert view.cam_overlay.size == (400, 1600)
+        assert all(img.size == (400, 1600) for img, _ in view.attention_overlays)
 
 
 def test_explaining_another_class(hub: ModelHub) -> None:

@@ -29,11 +29,20 @@ from inkapp.explain.overlay import overlay
 from inkapp.inference import Analysis, Predictor
 from inkapp.tasks import TASKS_BY_DOMAIN
 
+from .wording import Bilingual, confidence_word, heat_reading
+
 from .domain import AUTO, DomainDecision, decide_domain
 from .hub import ModelHub
 from .uploads import UploadItem
 
 DISPLAY_MAX_SIDE = 1024
+#: A long scroll's display copy keeps at least this short side (up to :data:`SCROLL_MAX_SIDE`
+#: on the long side), so it can be shown at a readable height rather than as a thin strip.
+SCROLL_MIN_SHORT_SIDE = 400
+SCROLL_MAX_SIDE = 4096
+#: Images whose longest side is below this are enlarged by a whole factor (nearest
+#: neighbour: a 64 px character keeps its crisp brush edges) for display and heat maps.
+SMALL_IMAGE_SIDE = 256
 COLORMAP = "inferno"
 DEFAULT_CAM = "gradcam"
 
@@ -72,6 +81,12 @@ class TaskView:
     attention_overlays: list[tuple[Image.Image, MapInfo]] = field(default_factory=list)
     gates: list[tuple[MapInfo, float]] = field(default_factory=list)
     channel_weights: list[tuple[MapInfo, np.ndarray]] = field(default_factory=list)
+    cam_reading: Bilingual = ("", "")
+
+    @property
+    def confidence_word(self) -> Bilingual:
+        """"very likely" / "likely" / "uncertain — please review" (see :func:`.wording.confidence_word`)."""
+        return confidence_word(self.confidence, self.threshold)
 
     @property
     def dynasty_text(self) -> str:
@@ -114,12 +129,32 @@ class AnalysisCache:
         return value
 
 
+def display_size(size: tuple[int, int], max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
+    """(width, height) of the display copy of an image of ``size``, aspect ratio kept.
+
+    Longest side at most ``max_side``, except that a long scroll keeps a short side of
+    up to :data:`SCROLL_MIN_SHORT_SIDE` while its long side stays ≤ :data:`SCROLL_MAX_SIDE`;
+    an image whose longest side is below :data:`SMALL_IMAGE_SIDE` is enlarged by the
+    smallest whole factor that reaches it.
+    """
+    w, h = size
+    long, short = max(w, h), min(w, h)
+    if long < SMALL_IMAGE_SIDE:
+        factor = -(-SMALL_IMAGE_SIDE // long)
+        return w * factor, h * factor
+    scale = min(1.0, max(max_side / long, min(SCROLL_MIN_SHORT_SIDE / short, SCROLL_MAX_SIDE / long)))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
 def display_copy(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
-    """RGB copy of ``image`` with its longest side at most ``max_side`` (aspect ratio kept)."""
+    """RGB copy of ``image`` at :func:`display_size` (Lanczos when shrinking, nearest
+    neighbour when enlarging a small image)."""
     copy = image.convert("RGB")
-    if max(copy.size) > max_side:
-        copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return copy
+    size = display_size(copy.size, max_side)
+    if size == copy.size:
+        return copy
+    enlarge = size[0] > copy.size[0]
+    return copy.resize(size, Image.Resampling.NEAREST if enlarge else Image.Resampling.LANCZOS)
 
 
 def load_upload(data: bytes, name: str) -> LoadedImage:
@@ -160,6 +195,7 @@ def _task_view(predictor: Predictor, result: Analysis, display: Image.Image, opa
         attention_overlays=attention,
         gates=[(infos[k], v) for k, v in result.gates.items() if k in infos],
         channel_weights=[(infos[k], v) for k, v in result.channel_weights.items() if k in infos],
+        cam_reading=heat_reading(result.cam),
     )
 
 
