@@ -27,6 +27,8 @@ from inkapp.data.preprocess import Preprocessor
 from inkapp.models import build_model, save_model
 from inkapp.dev.procs import stop_process
 
+from fallback_data import labelled_data  # noqa: F401  (session fixture: ../shared/data or a generated set)
+
 UI_MODEL_SIZE = 128
 #: task -> (arch, domain, classes, dynasty table) of the random-weight test models.
 UI_TEST_MODELS: dict[str, tuple[str, str, list[str], dict[str, str]]] = {

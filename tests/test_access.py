@@ -136,3 +136,25 @@ def test_restricted_app_over_the_api(launched_restricted_app: LaunchedApp, tmp_p
     saved = client.predict(TASK, corrected, name, password, "checked", api_name="/submit_correction")
     assert saved.startswith("Saved")
     assert [r["expert"] for r in CorrectionStore(app.data_dir).rows()] == [name]
+
+
+def test_undo_under_hf_sign_in_revokes_the_signed_in_experts_correction(
+        ui_weights_dir: Path, tmp_path: Path, experts: Experts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signed in with Hugging Face, the typed expert name is not who acts: the correction is
+    recorded under the HF user, and undo revokes that user's correction, not the typed name's."""
+    name, password = TEST_EXPERT
+    actions = make_actions(tmp_path, experts, ui_weights_dir, monkeypatch)
+    current = image_on_screen(actions.store)
+    assert actions.submit_correction(current, TASK, CLASSES[1], Credentials(name, password), "").startswith("Saved")
+    signed_in = Credentials(expert=name, hf_user="hf-curator")  # the form still shows the other expert's name
+    assert actions.submit_correction(current, TASK, CLASSES[2], signed_in, "").startswith("Saved")
+    mine = actions.store.rows()[-1]
+    assert mine["expert"] == "hf-curator"
+
+    message = actions.undo_last_correction(TASK, signed_in)
+    assert message == f"Undone: correction {mine['id'][:8]} ({TASK}) revoked by hf-curator."
+    revocation = actions.store.rows()[-1]
+    assert (revocation["expert"], revocation["note"]) == ("hf-curator", f"revoke:{mine['id']}")
+    assert [(r["expert"], r["corrected_label"]) for r in actions.store.active()] == [(name, CLASSES[1])]
+    assert actions.undo_last_correction(TASK, signed_in) == \
+        f"Nothing to undo: hf-curator has no correction in effect for {TASK}."
