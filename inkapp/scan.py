@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from inkapp.data.images import ImageError, load_image, sha256_file
 from inkapp.data.preprocess import Preprocessor
+from inkapp.device import default_device, init_distributed, usable_cores
 from inkapp.inference import Predictor
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".gif", ".bmp"})
@@ -68,8 +69,7 @@ class ScanSummary:
 def default_workers() -> int:
     """Decoding worker processes by default: one per CPU core beyond the first, at most 4
     (the main process needs a core for the model)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores - 1))
+    return max(1, min(4, usable_cores() - 1))
 
 
 def list_images(root: str | Path) -> list[str]:
@@ -198,14 +198,6 @@ def _rows(predictor: Predictor, paths: Sequence[str],
     return rows
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def scan(
     root: str | Path,
     out: str | Path,
@@ -278,16 +270,11 @@ def run_scan(root: str | Path, out: str | Path, model_folder: str | Path, batch_
              workers: int | None = None) -> ScanSummary:
     """Load the model at ``model_folder`` and :func:`scan`, joining a torchrun process
     group when launched by torchrun (gloo on CPU, NCCL on GPU; one GPU per local rank)."""
-    rank, world_size, local_rank = _distributed()
-    if world_size == 1:
+    info = init_distributed()
+    if info.world == 1:
         return scan(root, out, Predictor.from_folder(model_folder), batch_size, workers)
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo")
     try:
-        device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-        predictor = Predictor.from_folder(model_folder, device)
-        return scan(root, out, predictor, batch_size, workers, rank, world_size, dist.barrier)
+        predictor = Predictor.from_folder(model_folder, default_device())
+        return scan(root, out, predictor, batch_size, workers, info.rank, info.world, dist.barrier)
     finally:
         dist.destroy_process_group()

@@ -8,12 +8,6 @@ subprocess, shared by the client, browser and soak tests) and ``launched_restric
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +19,7 @@ import torch
 from inkapp.auth import hash_password
 from inkapp.data.preprocess import Preprocessor
 from inkapp.models import build_model, save_model
-from inkapp.dev.procs import stop_process
+from inkapp.dev.procs import AppStartError, serve_app
 
 from fallback_data import labelled_data  # noqa: F401  (session fixture: ../shared/data or a generated set)
 
@@ -78,12 +72,6 @@ def ui_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class LaunchedApp:
     """A running app server: its URL, the data directory it writes to, its log and process id."""
@@ -99,31 +87,14 @@ def launch_app(weights_dir: Path, data_dir: Path, env_overrides: dict[str, str])
     """``python -m inkapp serve`` on a free port over ``data_dir``, with ``env_overrides``
     applied on top of the test environment (keys mapped to "" are removed)."""
     log_path = data_dir.parent / f"{data_dir.name}-server.log"
-    port = _free_port()
-    env = {**os.environ, "INKAPP_DATA_DIR": str(data_dir), "INKAPP_WEIGHTS_DIR": str(weights_dir),
-           "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False",
+    env = {"INKAPP_DATA_DIR": str(data_dir), "INKAPP_WEIGHTS_DIR": str(weights_dir),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "INKAPP_MAX_UPLOAD_MB": str(TEST_UPLOAD_LIMIT_MB), **env_overrides}
-    env = {k: v for k, v in env.items() if v != ""}
-    url = f"http://127.0.0.1:{port}/"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "inkapp", "serve"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
     try:
-        deadline = time.monotonic() + APP_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app exited with code {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "config", timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"app did not start within {APP_START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield LaunchedApp(url, data_dir, log_path, proc.pid)
-    finally:
-        stop_process(proc, timeout=30)
+        with serve_app(log_path, env, APP_START_TIMEOUT_S, cwd=Path(__file__).resolve().parent.parent) as (url, proc):
+            yield LaunchedApp(url, data_dir, log_path, proc.pid)
+    except AppStartError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture(scope="session")

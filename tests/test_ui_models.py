@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inkapp.tasks import config_path
 from inkapp.auth import Experts
 from inkapp.models.serialization import CARD_FILE, WEIGHTS_FILE
 from inkapp.store.corrections import CorrectionStore
@@ -110,7 +111,7 @@ def test_log_progress_and_tail() -> None:
 def test_failed_retrain_leaves_the_active_model_and_says_why(ui_weights_dir: Path, tmp_path: Path) -> None:
     configs = tmp_path / "configs"
     configs.mkdir()
-    source = Path(__file__).resolve().parent.parent / "train" / "configs" / f"{TASK}.yaml"
+    source = config_path(TASK)
     text = source.read_text(encoding="utf-8")
     lines = [f"data: {tmp_path / 'no-such-data'}" if ln.startswith("data:") else ln for ln in text.splitlines()]
     (configs / f"{TASK}.yaml").write_text("\n".join(lines) + "\n")

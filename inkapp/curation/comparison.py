@@ -17,12 +17,11 @@ import numpy as np
 from inkapp.data.dataset import decode_canvases
 from inkapp.data.preprocess import Preprocessor
 from inkapp.models import load_model, read_card
-from inkapp.models.serialization import atomic_write_text
+from inkapp.store.files import atomic_write_text
 from inkapp.device import default_device
 from inkapp.scoring import ScoringSpec, score_canvases
 from inkapp.training.metrics import classification_metrics
 
-from .retrain import REPO_ROOT
 
 COMPARED_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "macro_auc")
 RESULT_FILE = "comparison.json"
@@ -32,10 +31,11 @@ def _summary(metrics: dict[str, Any]) -> dict[str, float | None]:
     return {k: (None if metrics.get(k) is None else float(metrics[k])) for k in COMPARED_METRICS}
 
 
-def compare_with_current(current_model: Path, candidate: Path, base_dir: Path = REPO_ROOT) -> dict[str, Any]:
+def compare_with_current(current_model: Path, candidate: Path, base_dir: Path | None = None) -> dict[str, Any]:
     """Metrics of ``candidate`` (from its metrics.json) and of ``current_model`` evaluated
-    on the candidate's split test files (paths relative to ``base_dir``, the training
-    working directory). Test files whose label the current model does not know or that
+    on the candidate's split test files (relative paths are relative to ``base_dir``, the
+    training working directory: by default the data directory the candidate lives in,
+    ``<data_dir>/models/<task>/candidates/<name>``). Test files whose label the current model does not know or that
     cannot be read are counted in ``skipped``. Writes and returns the comparison.
     """
     cached = candidate / RESULT_FILE
@@ -49,7 +49,8 @@ def compare_with_current(current_model: Path, candidate: Path, base_dir: Path = 
     model, card = load_model(current_model, device)
     classes: list[str] = list(card["classes"])
     known = [e for e in entries if e["label"] in classes]
-    paths = [str(p if (p := Path(e["path"])).is_absolute() else base_dir / p) for e in known]
+    base = Path(base_dir) if base_dir is not None else candidate.resolve().parents[3]
+    paths = [str(p if (p := Path(e["path"])).is_absolute() else base / p) for e in known]
     pre = Preprocessor.from_card(card)
     canvases, errors = decode_canvases(paths, pre.size, pre.grayscale, progress=False)
     keep = [i for i, err in enumerate(errors) if not err]

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from .images import IMAGE_SUFFIXES, ImageError, load_image
 from .preprocess import letterbox, to_uint8_tensor
+from ..store.files import atomic_path
 
 
 
@@ -114,9 +115,8 @@ def decode_canvases(
         except (ImageError, OSError) as err:
             errors[i] = str(err)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    save_file({"images": out}, str(tmp))
-    os.replace(tmp, cache)
+    with atomic_path(cache) as tmp:
+        save_file({"images": out}, str(tmp))
     errors_file.write_text(json.dumps(errors))
     return out, errors
 

@@ -18,6 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .dataset import Sample, _cache_dir, _cache_key
 from .images import ImageError, load_image
+from ..store.files import atomic_write_text
 
 DEFAULT_THRESHOLD = 8
 
@@ -38,9 +39,7 @@ def phashes(paths: list[str]) -> list[int | None]:
         except (ImageError, OSError):
             out.append(None)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out))
-    os.replace(tmp, cache)
+    atomic_write_text(cache, json.dumps(out))
     return out
 
 

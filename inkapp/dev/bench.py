@@ -49,14 +49,10 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -67,13 +63,13 @@ from PIL import Image
 
 from inkapp.data.images import load_image
 from inkapp.explain.overlay import overlay
-from inkapp.device import default_device
+from inkapp.device import default_device, usable_cores
 from inkapp.inference import Predictor
 from inkapp.models import create_trunk
 from inkapp.paths import shipped_weights, weights_root
 from inkapp.tasks import TASKS
 from inkapp.scan import default_workers, scan
-from inkapp.dev.procs import stop_process
+from inkapp.dev.procs import AppStartError, serve_app
 
 #: figure -> (comparison, limit); ratios are per model, the others global.
 TARGETS: dict[str, tuple[str, float]] = {
@@ -118,11 +114,6 @@ class Settings:
     def quick(cls) -> "Settings":
         return cls(runs=1, warmup=1, scroll=(300, 900), batch_sizes=(2, 4), scan_images=8,
                    scan_size=(160, 120), cold_start=False)
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _sync(device: torch.device) -> None:
@@ -327,12 +318,6 @@ def peak_rss_mb() -> float | None:
     return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _proc_peak_rss_mb(pid: int) -> float | None:
     """``VmHWM`` (peak resident memory) of process ``pid`` in MiB, Linux only."""
     try:
@@ -349,30 +334,13 @@ def cold_start(timeout: float = COLD_START_TIMEOUT_S) -> tuple[float | None, flo
     if not measured) for ``python -m inkapp serve`` on a free port."""
     if importlib.util.find_spec("inkapp.ui.app") is None:
         return None, None, "inkapp.ui.app does not exist yet (the app is not importable)"
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    url = f"http://127.0.0.1:{port}/"
-    with tempfile.TemporaryFile() as err_log:
+    with tempfile.TemporaryDirectory(prefix="inkapp-cold-start-") as tmp:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "inkapp", "serve"], env=env, stdout=subprocess.DEVNULL,
-                                stderr=err_log)
         try:
-            while time.perf_counter() - start < timeout:
-                if proc.poll() is not None:
-                    err_log.seek(0)
-                    tail = err_log.read().decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no output)"]
-                    return None, None, f"the app exited with code {proc.returncode} before answering: {tail[0]}"
-                try:
-                    urllib.request.urlopen(url, timeout=2).close()
-                except urllib.error.HTTPError:
-                    pass  # an HTTP error status is still an answer
-                except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                    time.sleep(0.1)
-                    continue
+            with serve_app(Path(tmp) / "serve.log", timeout=timeout) as (_, proc):
                 return time.perf_counter() - start, _proc_peak_rss_mb(proc.pid), None
-            return None, None, f"the app did not answer on {url} within {timeout:.0f} s"
-        finally:
-            stop_process(proc, timeout=15)
+        except AppStartError as err:
+            return None, None, str(err).splitlines()[0]
 
 
 def _check(value: float | None, comparison: str, limit: float) -> bool | None:

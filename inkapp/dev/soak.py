@@ -14,15 +14,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from inkapp.dev.procs import stop_process
+from inkapp.dev.procs import serve_app
 
 DEFAULT_SIDE = 96  # pixels: small images keep the soak about the server, not the model
 START_TIMEOUT_S = 600.0
@@ -79,37 +74,11 @@ def soak_image(index: int, side: int = DEFAULT_SIDE) -> bytes:
     return buf.getvalue()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def serve(data_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
-    """Run ``python -m inkapp serve`` on a free loopback port; yield (url, pid)."""
-    port = _free_port()
-    full_env = {**os.environ, "INKAPP_DATA_DIR": str(data_dir), "GRADIO_SERVER_NAME": "127.0.0.1",
-                "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-    url = f"http://127.0.0.1:{port}/"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "inkapp", "serve"], env=full_env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app exited with code {proc.returncode}; see {log_path}")
-            try:
-                with urllib.request.urlopen(url + "config", timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"app did not start within {START_TIMEOUT_S:.0f} s; see {log_path}") from None
-                time.sleep(0.5)
+    """Run ``python -m inkapp serve`` over ``data_dir`` on a free loopback port; yield (url, pid)."""
+    with serve_app(log_path, {"INKAPP_DATA_DIR": str(data_dir), **(env or {})}, START_TIMEOUT_S) as (url, proc):
         yield url, proc.pid
-    finally:
-        stop_process(proc, timeout=30)
 
 
 #: Warm-up analyses before the RSS baseline: more than the app's analysis cache holds

@@ -7,8 +7,6 @@ the mismatch.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..store.files import atomic_path, atomic_write_text
 from .registry import ModelConfig, build_model, resolve_config
 
 WEIGHTS_FILE = "model.safetensors"
@@ -34,18 +33,6 @@ class ModelLoadError(ValueError):
     """A model folder that cannot be loaded: missing files, bad card, mismatched tensors."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def save_model(model: nn.Module, folder: str | Path, card: dict[str, Any], half: bool = False) -> Path:
     """Write the weights (large tensors as fp16 when ``half``, see :data:`HALF_MIN_NUMEL`) and ``card`` (which must hold ``classes``;
     the model config is added under ``model``) to ``folder``."""
@@ -57,11 +44,8 @@ def save_model(model: nn.Module, folder: str | Path, card: dict[str, Any], half:
         if half and v.is_floating_point() and v.numel() >= HALF_MIN_NUMEL and not k.endswith(("running_mean", "running_var")):
             v = v.half()
         tensors[k] = v.contiguous()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".weights.")
-    os.close(fd)
-    save_file(tensors, tmp, metadata={"format": "pt"})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / WEIGHTS_FILE)
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     card = {**card, "model": model.config.to_dict(), "weights_dtype": "float16" if half else "float32"}
     atomic_write_text(folder / CARD_FILE, json.dumps(card, indent=2, ensure_ascii=False))
     return folder

@@ -21,23 +21,19 @@ run as a formula are written with a leading ``'`` which the reader removes again
 """
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import logging
-import os
 import re
-import tempfile
 import unicodedata
 import uuid
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from filelock import FileLock
-
 from inkapp.data.images import FORMAT_EXTENSIONS, decode_image, sha256_bytes
+
+from .files import TornWriteWarning  # noqa: F401  (raised by appends; re-exported for callers)
+from .files import AppendOnlyFile, atomic_write_bytes, fsync_dir, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +41,10 @@ FIELDS: tuple[str, ...] = (
     "id", "timestamp", "task", "image_sha256", "image_path", "predicted_label",
     "confidence", "corrected_label", "expert", "note", "model_version",
 )
-QUARANTINE_FIELDS: tuple[str, ...] = (
-    "quarantined_at", "source_file", "offset", "n_bytes", "text", "raw_base64",
-)
 REVOKE_PREFIX = "revoke:"
 MAX_EXPERT_CHARS = 100
 MAX_NOTE_CHARS = 1000
 MAX_FIELD_CHARS = 500  # task, labels, model_version, image_path
-LOCK_TIMEOUT_S = 60.0
 
 _HEADER = (",".join(FIELDS) + "\n").encode("utf-8")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -69,14 +61,6 @@ _LINE_BREAKS = str.maketrans({"\n": " ", "\r": " ", "\t": " ", "\u2028": " ", "\
 
 class CorrectionError(ValueError):
     """A correction was rejected; ``str()`` says why in one line."""
-
-
-class TornWriteWarning(RuntimeWarning):
-    """A partial last line (a writer killed mid-write) was moved to the quarantine file."""
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _formula_like(value: str) -> bool:
@@ -237,20 +221,6 @@ def read_corrections(
     return active, summary
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written != len(data):  # regular files only write short on e.g. a full disk
-        raise OSError(f"short write: {written} of {len(data)} bytes")
-
-
 class CorrectionStore:
     """The corrections CSV and stored images under ``data_dir`` (safe across threads and processes)."""
 
@@ -260,9 +230,8 @@ class CorrectionStore:
         self.quarantine_path = self.data_dir / "corrections.quarantine.csv"
         self.images_dir = self.data_dir / "images"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.csv_path) + ".lock", timeout=LOCK_TIMEOUT_S)
-        with self._lock:
-            os.close(self._open_prepared())
+        self._file = AppendOnlyFile(self.csv_path, self.quarantine_path, _HEADER, clean_text, escape_cell)
+        self._lock = self._file.lock
 
     # ---------------------------------------------------------------- images
 
@@ -281,19 +250,8 @@ class CorrectionStore:
                 return sha, rel
         except FileNotFoundError:
             pass
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{sha}.", suffix=".tmp")
-        try:
-            try:
-                _write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(dest.parent)
+        atomic_write_bytes(dest, data)
+        fsync_dir(dest.parent)
         return sha, rel
 
     # ---------------------------------------------------------------- writing
@@ -332,7 +290,7 @@ class CorrectionStore:
             raise CorrectionError(f"confidence {confidence!r} is outside [0, 1]")
         row = {
             "id": uuid.uuid4().hex,
-            "timestamp": _utc_now(),
+            "timestamp": utc_now(),
             "task": self._plain("task", task, required=True),
             "image_sha256": self._sha(image_sha256),
             "image_path": self._relative_path(image_path),
@@ -353,14 +311,14 @@ class CorrectionStore:
         """
         who = self._expert(expert)
         with self._lock:
-            rows, _, _ = parse_csv_bytes(self.csv_path.read_bytes())
+            rows, _, _ = parse_csv_bytes(self._file.read_locked())
             revoked = {r["note"][len(REVOKE_PREFIX):] for r in rows if not r["corrected_label"]}
             target = next((r for r in reversed(rows) if r["corrected_label"] and r["task"] == task
                            and r["expert"] == who and r["id"] not in revoked), None)
             if target is None:
                 return None
             row = {
-                "id": uuid.uuid4().hex, "timestamp": _utc_now(), "task": target["task"],
+                "id": uuid.uuid4().hex, "timestamp": utc_now(), "task": target["task"],
                 "image_sha256": target["image_sha256"], "image_path": target["image_path"],
                 "predicted_label": "", "confidence": "", "corrected_label": "", "expert": who,
                 "note": REVOKE_PREFIX + target["id"], "model_version": target["model_version"],
@@ -424,67 +382,16 @@ class CorrectionStore:
         return path
 
     def _read_locked(self) -> bytes:
-        with self._lock:
-            return self.csv_path.read_bytes()
+        return self._file.read()
 
     def _append(self, row: Mapping[str, str]) -> None:
-        with self._lock:
-            self._append_locked(row)
+        self._file.append(_format_row(row))
 
     def _append_locked(self, row: Mapping[str, str]) -> None:
-        data = _format_row(row)
-        fd = self._open_prepared()
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self._file.append_locked(_format_row(row))
 
-    def _open_prepared(self) -> int:
-        """Under the lock: open the CSV for appending, repair a torn tail, ensure the header."""
-        fd = os.open(self.csv_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                size = self._quarantine_tail(fd, size)
-            if size == 0:
-                _write_all(fd, _HEADER)
-                os.fsync(fd)
-                _fsync_dir(self.data_dir)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _quarantine_tail(self, fd: int, size: int) -> int:
-        """Move the bytes after the last ``\\n`` to the quarantine file; return the new size."""
-        cut, pos, step = 0, size, 64 * 1024
-        while pos > 0:
-            start = max(0, pos - step)
-            found = os.pread(fd, pos - start, start).rfind(b"\n")
-            if found >= 0:
-                cut = start + found + 1
-                break
-            pos = start
-        torn = os.pread(fd, size - cut, cut)
-        new_file = not self.quarantine_path.exists() or self.quarantine_path.stat().st_size == 0
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        if new_file:
-            writer.writerow(QUARANTINE_FIELDS)
-        text = clean_text(torn.decode("utf-8", errors="backslashreplace"))
-        writer.writerow([_utc_now(), self.csv_path.name, cut, len(torn), escape_cell(text),
-                         base64.b64encode(torn).decode("ascii")])
-        qfd = os.open(self.quarantine_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            _write_all(qfd, buf.getvalue().encode("utf-8"))
-            os.fsync(qfd)
-        finally:
-            os.close(qfd)
-        os.ftruncate(fd, cut)  # only after the bytes are safely in the quarantine file
-        os.fsync(fd)
-        message = (f"{self.csv_path}: quarantined a torn last line of {len(torn)} bytes "
-                   f"(a writer was interrupted) to {self.quarantine_path.name}")
-        log.warning(message)
-        warnings.warn(message, TornWriteWarning, stacklevel=2)
-        return cut
+    def snapshot(self, dest: Path) -> Path:
+        """Copy the CSV as it is now (a consistent prefix, read under the lock) to ``dest``,
+        atomically; e.g. the corrections a retraining run is started from."""
+        atomic_write_bytes(dest, self._file.read() or _HEADER)
+        return dest

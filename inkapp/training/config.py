@@ -92,7 +92,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise ValueError(f"{path}: missing {', '.join(missing)}")
     data = Path(doc["data"])
     if not data.is_absolute() and not data.exists() and (shared_data_root() / data.name).exists():
-        data = shared_data_root() / data.name
+        data = (shared_data_root() / data.name).resolve()
     return TrainConfig(
         task=doc["task"], domain=doc["domain"], data=str(data), model=dict(doc["model"]),
         train=_section(OptimConfig, doc.get("train"), f"{path}: train"),

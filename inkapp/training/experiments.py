@@ -11,7 +11,7 @@ import numpy as np
 
 from ..data.splits import kfold_splits, split_indices
 from ..models import resolve_config
-from ..models.serialization import atomic_write_text
+from ..store.files import atomic_write_text
 from .config import TrainConfig, load_config
 from .data import prepare_data
 from .run import run

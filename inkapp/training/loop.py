@@ -11,7 +11,6 @@ import json
 import math
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,9 +26,10 @@ from tqdm import tqdm
 from ..data.augment import build_augment
 from ..data.dataset import CanvasDataset
 from ..data.preprocess import normalise
-from ..device import default_device
+from ..device import default_device, init_distributed
 from ..models.backbones import stage_modules
 from ..scoring import ScoringSpec, score_canvases
+from ..store.files import atomic_path, atomic_write_text
 from .config import OptimConfig
 from .losses import class_weights, contrastive_loss
 
@@ -38,26 +38,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> DistInfo:
-    """Join the torchrun process group if there is one."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
 def backbone_of(model: nn.Module) -> nn.Module | None:
@@ -166,9 +146,8 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def train_model(
@@ -283,9 +262,7 @@ def train_model(
             _save_optimizer(opt, ckpt_dir / "optimizer.safetensors")
             state = {"epoch": epoch, "history": history, "best_acc": best_acc, "best_epoch": best_epoch,
                      "scheduler": sched.state()}
-            tmp = state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, state_file)
+            atomic_write_text(state_file, json.dumps(state))
         if cfg.early_stop_patience and epoch + 1 - best_epoch >= cfg.early_stop_patience:
             if info.main:
                 log(f"early stop: no validation gain for {cfg.early_stop_patience} epochs (best epoch {best_epoch})")

@@ -1,5 +1,7 @@
 """A training run, end to end: data -> leakage-free split -> train -> test metrics,
-uncertainty threshold, figures and a model folder (weights + card) in one run folder.
+uncertainty threshold, calibration (``card["calibration"]``, :mod:`inkapp.calibration`: fitted on
+the validation split, measured on the test split), figures and a model folder (weights +
+card) in one run folder.
 
 Run folder layout::
 
@@ -7,7 +9,7 @@ Run folder layout::
     <out>/split.json                        train/val/test file lists with labels
     <out>/data_summary.json                 counts of used and skipped items and why
     <out>/metrics.json                      test metrics (+ validation metrics, history)
-    <out>/figures/*.html, *.png             confusion matrices, ROC, curves
+    <out>/figures/*.html, *.png             confusion matrices, ROC, curves, reliability, risk–coverage
     <out>/checkpoints/                      resumable state of the last epoch and the best one
 """
 from __future__ import annotations
@@ -21,16 +23,20 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
+from ..calibration import CalibrationError
+from ..calibration.measures import flag_threshold
+from ..calibration.section import calibration_section
 from ..data.preprocess import Preprocessor
 from ..data.splits import load_split, save_split, split_indices
 from ..models import build_model, normalisation, resolve_config, save_model
-from ..models.serialization import atomic_write_text
+from ..store.files import atomic_write_text
 from ..scoring import ScoringSpec, score_canvases
 from .config import TrainConfig
 from .data import PreparedData, prepare_data
 from .figures import write_figures
 from ..device import default_device
-from .loop import init_distributed, train_model
+from ..device import init_distributed
+from .loop import train_model
 from .metrics import classification_metrics
 
 #: Predictions at or above the uncertainty threshold should be right this often on validation data.
@@ -38,22 +44,19 @@ TARGET_PRECISION = 0.98
 
 
 def uncertainty_threshold(probs: np.ndarray, y: np.ndarray, target: float = TARGET_PRECISION) -> dict[str, float]:
-    """Smallest confidence t such that validation predictions with confidence ≥ t are at
-    least ``target`` accurate; below t the app flags a prediction "uncertain".
-
-    When every validation prediction is right, t is the lowest confidence seen (no
-    evidence for trusting anything less confident). Also reports the share of
-    validation images at or above t (coverage) and their accuracy.
+    """The card's legacy ``uncertainty_threshold`` on RAW probabilities (read by
+    ``Predictor`` until it applies ``card["calibration"]``): the smallest confidence t such
+    that validation predictions with confidence ≥ t are at least ``target`` accurate
+    (:func:`inkapp.calibration.measures.flag_threshold`); when no t reaches it, the highest
+    confidence seen. Also reports the share of validation images at or above t (coverage)
+    and their accuracy.
     """
     if len(y) == 0:
         return {"threshold": 0.5, "coverage": 0.0, "accuracy_above": float("nan"), "target": target}
     conf = probs.max(1)
     right = probs.argmax(1) == y
-    order = np.argsort(-conf)
-    acc_top = np.cumsum(right[order]) / np.arange(1, len(y) + 1)
-    ok = np.nonzero(acc_top >= target)[0]
-    n = int(ok.max()) + 1 if len(ok) else 1
-    t = float(conf[order][n - 1])
+    found = flag_threshold(probs, y, target)["threshold"]
+    t = float(conf.max()) if found is None else found
     above = conf >= t
     return {"threshold": round(t, 4), "coverage": float(above.mean()), "accuracy_above": float(right[above].mean()),
             "target": target}
@@ -112,6 +115,12 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
     metrics = classification_metrics(test_y, test_probs, data.classes)
     val_metrics = classification_metrics(val_y, val_probs, data.classes)
     threshold = uncertainty_threshold(val_probs, val_y)
+    try:
+        calibration = calibration_section(val_probs, val_y, test_probs, test_y, threshold["threshold"],
+                                          figures=out / "figures", title=cfg.task)
+    except CalibrationError as err:  # e.g. a validation split too small for the 95 % sets
+        calibration = None
+        log(f"no calibration in the card: {err}")
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     card = {
         "task": cfg.task,
@@ -123,6 +132,7 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
         "preprocessing": {**pre.to_card(), "tta_hflip": spec.tta_hflip},
         "uncertainty_threshold": threshold["threshold"],
         "uncertainty": threshold,
+        **({"calibration": calibration} if calibration else {}),
         "dynasty": cfg.dynasty,
         "metrics": {k: metrics[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_auc",
                                             "per_class", "confusion_matrix", "confusion_matrix_normalised")},
@@ -138,9 +148,15 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
     save_model(model, out, card)
     write_figures(out / "figures", metrics, test_y, test_probs, history)
     atomic_write_text(out / "metrics.json", json.dumps({"test": metrics, "val": val_metrics, "uncertainty": threshold,
+                                                        "calibration": calibration and calibration["test"],
                                                         "history": history, "wall_seconds": card["training"]["wall_seconds"]},
                                                        indent=1))
     log(f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
         f"wall {card['training']['wall_seconds']:.0f}s -> {out}")
+    if calibration:
+        t = calibration["test"]
+        log(f"calibration ({calibration['method']}): test ECE {t['ece_before']:.4f} -> {t['ece_after']:.4f}; flag "
+            f"{t['flag']['flagged_share']:.0%} flagged, {t['flag']['errors_caught']} of {t['flag']['errors']} errors; "
+            f"sets cover {t['sets']['coverage']:.1%}, mean size {t['sets']['mean_size']:.2f}")
     result.update(metrics=metrics, card=card)
     return result

@@ -50,7 +50,8 @@ def build_actions(data_dir: Path | None = None, experts: Experts | None = None) 
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     root.mkdir(parents=True, exist_ok=True)
     experts = experts if experts is not None else Experts.from_env()
-    return CurationActions(ModelHub(root), CorrectionStore(root), AnalysedLog(root), RetrainManager(root), experts)
+    store = CorrectionStore(root)
+    return CurationActions(ModelHub(root), store, AnalysedLog(root), RetrainManager(root, store), experts)
 
 
 def build_app(actions: CurationActions | None = None) -> gr.Blocks:

@@ -16,7 +16,7 @@ from inkapp.tasks import TASKS
 from inkapp.store.corrections import FIELDS, escape_cell
 
 from inkapp.curation.actions import CurationActions
-from inkapp.store.analysed import QUEUE_FIELDS, pending_review
+from inkapp.curation.review import QUEUE_FIELDS, pending_review
 
 ALL = "all"
 EXPORT_MAX_AGE_S = 3600  # filtered CSV exports older than this are deleted (gradio serves its own copy)
