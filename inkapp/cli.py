@@ -188,6 +188,37 @@ def _suspects(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .data.images import sha256_bytes
+    from .iiif import open_source
+    from .inference import Predictor
+    from .paths import data_dir, shipped_weights
+    from .record import build_record, collection_similar, image_corrections, write_record
+    from .record.content import DISPLAY_MAX_SIDE
+    from .tasks import TASKS_BY_DOMAIN
+
+    items = open_source(args.image, DISPLAY_MAX_SIDE)
+    if len(items) != 1:
+        raise ValueError(f"{args.image} has {len(items)} images; a record is for one work (give one canvas's image)")
+    item = items[0]
+    if args.weights and len(args.task or []) != 1:
+        raise ValueError("--weights needs exactly one --task")
+    if args.task:
+        tasks = args.task
+    else:  # the routing model decides painting or calligraphy, as in the app
+        domain = Predictor.from_folder(shipped_weights("domain")).predict([item.image])[0].label
+        tasks = TASKS_BY_DOMAIN[domain]
+    predictors = [Predictor.from_folder(_model_folder(t, args.weights)) for t in tasks]
+    record = build_record(item.data, item.name, predictors, image=item.image,
+                          corrections=image_corrections(data_dir(), sha256_bytes(item.data)),
+                          similar=collection_similar(item.data, predictors, args.similar, data_dir())
+                          if args.similar and data_dir().is_dir() else None)
+    out = write_record(record, args.out)
+    print(f"report: {out} ({', '.join(f'{r.task} {r.label} {r.confidence:.3f}' for r in record.results)})",
+          file=sys.stderr)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .dev.bench import run_bench
 
@@ -301,6 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--folds", type=int, default=5)
     s.add_argument("--file", help="ranking cache (default docs/results/suspects-TASK.json)")
     s.set_defaults(func=_suspects)
+
+    s = sub.add_parser("report", help="a one-page record of one work (HTML, or PDF when FILE ends in .pdf)")
+    s.add_argument("image", metavar="IMAGE", help="image file or IIIF image URL (one work)")
+    s.add_argument("--out", required=True, metavar="FILE", help="record file: .html, or .pdf (WeasyPrint)")
+    s.add_argument("--task", action="append", help="task to analyse (repeatable; default: the tasks of the domain "
+                                                   "the routing model sees)")
+    s.add_argument("--weights", help="model folder for a single --task (default: the shipped weights)")
+    s.add_argument("--similar", type=int, default=5, metavar="K",
+                   help="similar works per task from the collection index (0: leave the section out)")
+    s.set_defaults(func=_report)
 
     s = sub.add_parser("bench", help="speed and memory of the shipped models against the performance targets")
     s.add_argument("--json", action="store_true", help="print a JSON document instead of the table")

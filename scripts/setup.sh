@@ -12,6 +12,10 @@ if [ "${1:-}" = "--test" ]; then
   # installed without its dependencies (pydantic and requests come from above) to keep the
   # image decoder of untrusted uploads on the Pillow that inkapp itself resolves.
   .venv/bin/pip install -q --no-deps iiif-prezi3==3.1.1
+  if [ -z "$(fc-list :lang=zh 2>/dev/null)" ]; then  # a CJK font for the Chinese names in PDF records
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get install -y -q fonts-wqy-microhei >/dev/null || $SUDO sh -c 'apt-get update -q && apt-get install -y -q fonts-wqy-microhei' >/dev/null
+  fi
   if [ ! -x /usr/bin/chromium ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get install -y -q chromium >/dev/null || $SUDO sh -c 'apt-get update -q && apt-get install -y -q chromium' >/dev/null

@@ -169,6 +169,7 @@ def write_annotation_page(page: Mapping[str, Any], path: str | Path) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(page, f, ensure_ascii=False, indent=1)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; an export is meant to be shared
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
