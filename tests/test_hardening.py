@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import threading
 import time
 import tracemalloc
@@ -22,8 +23,14 @@ from PIL import Image
 
 import inkapp.auth as auth
 from inkapp.auth import AccessDenied, Experts, hash_password
+from inkapp.curation.actions import CurationActions
+from inkapp.curation.hub import ModelHub
+from inkapp.curation.retrain import RetrainManager
 from inkapp.data import images
+from inkapp.store.analysed import AnalysedLog
 from inkapp.store.corrections import CorrectionError, CorrectionStore, clean_text, unescape_cell
+from inkapp.store.versions import VersionError, candidates_root, task_root
+from inkapp.ui.models_tab import candidate_choices, card_markdown, scrub_paths, shown_path
 
 TASK = "painting-technique"
 CLASSES = ["gongbi", "xieyi"]
@@ -169,3 +176,68 @@ def test_a_decode_waiting_too_long_for_a_slot_is_refused(tmp_path: Path, monkeyp
         with pytest.raises(images.ImageError, match="busy decoding other large images"):
             images.load_image(sixteen_bit_png(tmp_path / "a.png", 32, 0))
     assert images.load_image(tmp_path / "a.png").size == (32, 32)  # the slot is free again
+
+
+# ---------------------------------------------------------------- endpoints that take a path
+
+def finished_run(folder: Path, task: str, test_files: list[dict[str, str]]) -> Path:
+    """A folder that looks like a finished training run (random model, metrics, split)."""
+    from conftest import make_random_model
+    make_random_model(folder, task, seed=5, version="cand-x")
+    metrics = {"accuracy": 0.7, "macro_f1": 0.6, "macro_precision": 0.6, "macro_recall": 0.6, "macro_auc": 0.7}
+    (folder / "metrics.json").write_text(json.dumps({"test": metrics}))
+    (folder / "split.json").write_text(json.dumps({"train": [], "val": [], "test": test_files}))
+    return folder
+
+
+@pytest.fixture()
+def path_actions(ui_weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CurationActions:
+    monkeypatch.setenv("INKAPP_WEIGHTS_DIR", str(ui_weights_dir))
+    data_dir = tmp_path / "data"
+    return CurationActions(ModelHub(data_dir, tasks=[TASK], device="cpu"), CorrectionStore(data_dir),
+                           AnalysedLog(data_dir), RetrainManager(data_dir), Experts())
+
+
+def test_comparison_refuses_a_folder_outside_the_tasks_candidates(path_actions: CurationActions,
+                                                                   tmp_path: Path) -> None:
+    data_dir = path_actions.hub.data_dir
+    outside = finished_run(tmp_path / "elsewhere", TASK, [])
+    other_task = finished_run(candidates_root(data_dir, "painting-subject") / "20260101T000000Z",
+                              "painting-subject", [])
+    before = {p.name for p in outside.iterdir()}
+    for folder in (outside, other_task, candidates_root(data_dir, TASK) / ".." / ".." / ".." / ".." / "elsewhere"):
+        with pytest.raises(VersionError, match=f"is not a candidate of task {TASK}"):
+            path_actions.compare_candidate(TASK, folder)
+    with pytest.raises(VersionError, match="unknown task"):
+        path_actions.compare_candidate("painting-subject", other_task)  # a task this app does not serve
+    assert {p.name for p in outside.iterdir()} == before
+    assert not (other_task / "comparison.json").exists()
+
+
+def test_comparison_of_a_real_candidate_writes_inside_it(path_actions: CurationActions) -> None:
+    data_dir = path_actions.hub.data_dir
+    (data_dir / "test-images").mkdir(parents=True)
+    entries = []
+    for i, label in enumerate(["gongbi", "xieyi", "gongbi"]):
+        Image.new("RGB", (40, 40), (30 * i, 80, 120)).save(data_dir / "test-images" / f"{i}.png")
+        entries.append({"path": f"test-images/{i}.png", "label": label})
+    candidate = finished_run(candidates_root(data_dir, TASK) / "20260101T000000Z", TASK, entries)
+    result = path_actions.compare_candidate(TASK, candidate)
+    assert result["n_compared"] == 3 and (candidate / "comparison.json").is_file()
+
+
+def test_task_names_cannot_leave_the_models_folder(tmp_path: Path) -> None:
+    for task in ("../x", "a/b", "", "..", "Painting"):
+        with pytest.raises(VersionError, match="is not a task name"):
+            task_root(tmp_path, task)
+
+
+def test_model_panel_shows_no_absolute_server_path(path_actions: CurationActions, ui_weights_dir: Path) -> None:
+    card = card_markdown(path_actions, TASK)
+    assert f"`weights/{TASK}`" in card
+    assert str(ui_weights_dir) not in card and str(path_actions.hub.data_dir) not in card
+    candidate = finished_run(candidates_root(path_actions.hub.data_dir, TASK) / "20260101T000000Z", TASK, [])
+    assert shown_path(candidate, path_actions.hub.data_dir) == f"data/models/{TASK}/candidates/20260101T000000Z"
+    assert candidate_choices(path_actions, TASK) == [("20260101T000000Z (finished)", "20260101T000000Z")]
+    message = scrub_paths(f"cannot read {candidate}/card.json", path_actions.hub.data_dir)
+    assert message == f"cannot read data/models/{TASK}/candidates/20260101T000000Z/card.json"

@@ -18,9 +18,11 @@ from inkapp.data.images import ImageError
 from inkapp.store.corrections import CorrectionError, CorrectionStore
 
 from .analysis import ImageAnalysis, LoadedImage
+from .comparison import compare_with_current
 from .hub import ModelHub
 from .retrain import RetrainError, RetrainManager
 from inkapp.store.analysed import AnalysedLog
+from inkapp.store.versions import _candidate_in, is_complete_run
 from inkapp.store.versions import VersionError, discard, promote
 
 OPEN_ACCESS_NOTE = ("**Open access:** no experts configured — anyone can correct. Anyone who can reach this app "
@@ -190,3 +192,24 @@ class CurationActions:
         except VersionError as err:
             return f"Not discarded: {err}"
         return f"Discarded candidate {name}."
+
+    def compare_candidate(self, task: str, candidate: str | Path) -> dict[str, Any]:
+        """Candidate vs current model of ``task`` on the candidate's test split (see
+        :func:`.comparison.compare_with_current`; the result is cached as a file in the
+        candidate folder).
+
+        ``candidate`` must be a finished candidate folder this app created for ``task``
+        (``<data_dir>/models/<task>/candidates/<name>``): checked here, whoever calls,
+        because hidden Gradio endpoints are callable over HTTP too. Raises
+        :class:`VersionError` (one-line message) for any other folder, an unknown task or
+        a task without a current model.
+        """
+        if task not in self.hub.tasks:
+            raise VersionError(f"unknown task {str(task)[:60]!r}")
+        folder = _candidate_in(self.hub.data_dir, task, Path(candidate))
+        if not is_complete_run(folder):
+            raise VersionError(f"candidate {folder.name} has not finished training")
+        current = self.hub.status(task).folder
+        if current is None:
+            raise VersionError(f"{task} has no current model to compare with")
+        return compare_with_current(current, folder)

@@ -13,6 +13,7 @@ swaps ``active.json`` atomically, so a crash leaves either the old or the new ve
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from inkapp.models.serialization import CARD_FILE, WEIGHTS_FILE, atomic_write_te
 
 ACTIVE_FILE = "active.json"
 CANDIDATES = "candidates"
+_TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 #: Files of a training run folder copied on promotion (checkpoints and figures stay behind).
 PROMOTED_FILES = (WEIGHTS_FILE, CARD_FILE, "metrics.json", "split.json", "data_summary.json", "comparison.json")
 
@@ -32,7 +34,10 @@ class VersionError(ValueError):
 
 
 def task_root(data_dir: Path, task: str) -> Path:
-    """``<data_dir>/models/<task>``."""
+    """``<data_dir>/models/<task>``; :class:`VersionError` unless ``task`` is a plain task
+    name (lower-case letters, digits, ``-``, ``_``), so no caller can reach outside."""
+    if not isinstance(task, str) or not _TASK_NAME.fullmatch(task):
+        raise VersionError(f"{str(task)[:60]!r} is not a task name")
     return Path(data_dir) / "models" / task
 
 

@@ -13,18 +13,48 @@ from inkapp.tasks import TASKS
 
 from inkapp.curation.actions import Credentials, CurationActions
 from .charts import confusion_heatmap
-from inkapp.curation.comparison import compare_with_current, comparison_rows
-from inkapp.store.versions import VersionError, is_complete_run, list_candidates, list_versions, read_active
+from inkapp.curation.comparison import comparison_rows
+from inkapp.paths import weights_root
+from inkapp.store.versions import (VersionError, candidates_root, is_complete_run, list_candidates, list_versions,
+                                   read_active)
 
 POLL_SECONDS = 2.0
 PER_CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support"]
 
 
+def _shown_roots(data_dir: Path) -> list[tuple[str, Path]]:
+    return [("data", Path(data_dir).resolve()), ("weights", weights_root().resolve())]
+
+
+def shown_path(folder: Path, data_dir: Path) -> str:
+    """``folder`` as the page shows it: relative to the data directory (``data/models/...``)
+    or to the weights folder (``weights/<task>``), else only its name — never an absolute
+    server path."""
+    path = Path(folder).resolve()
+    for label, root in _shown_roots(data_dir):
+        if path.is_relative_to(root):
+            return f"{label}/{path.relative_to(root).as_posix()}"
+    return path.name
+
+
+def scrub_paths(text: str, data_dir: Path) -> str:
+    """``text`` with the absolute data and weights folders replaced by ``data`` / ``weights``
+    (messages of load errors name files by absolute path)."""
+    for label, root in sorted(_shown_roots(data_dir), key=lambda lr: -len(str(lr[1]))):
+        text = text.replace(str(root), label)
+    for label, given in (("data", Path(data_dir)), ("weights", weights_root())):
+        if given.is_absolute():
+            text = text.replace(str(given), label)
+    return text
+
+
 def card_markdown(actions: CurationActions, task: str) -> str:
-    """Version, source, classes, test metrics, training and provenance summary of a task's model."""
+    """Version, source, classes, test metrics, training and provenance summary of a task's
+    model; folders are shown relative to the data or weights folder (:func:`shown_path`)."""
     status = actions.hub.status(task)
     predictor = actions.hub.predictor(task)
-    lines = [f"**Source:** {status.source}" + (f" (`{status.folder}`)" if status.folder else "")]
+    data_dir = actions.hub.data_dir
+    lines = [f"**Source:** {status.source}" + (f" (`{shown_path(status.folder, data_dir)}`)" if status.folder else "")]
     if status.message:
         lines.append(f"**Note:** {status.message}")
     if predictor is not None:
@@ -50,7 +80,7 @@ def card_markdown(actions: CurationActions, task: str) -> str:
     versions = list_versions(actions.hub.data_dir, task)
     lines.append(f"**Promoted versions kept:** {', '.join(versions) or 'none'}"
                  + (f" · active: {active['version']}" if active else " · active: shipped weights"))
-    return "  \n".join(lines)
+    return scrub_paths("  \n".join(lines), data_dir)
 
 
 def per_class_table(card: dict[str, Any]) -> pd.DataFrame:
@@ -61,14 +91,23 @@ def per_class_table(card: dict[str, Any]) -> pd.DataFrame:
 
 
 def candidate_choices(actions: CurationActions, task: str) -> list[tuple[str, str]]:
-    """(label, folder) pairs of the task's candidates, newest first."""
+    """(label, folder name) pairs of the task's candidates, newest first (names, not
+    server paths: :func:`candidate_folder` maps a name back)."""
     out = []
     for folder in list_candidates(actions.hub.data_dir, task):
         job = actions.retrain.job(task)
         running = job is not None and job.candidate == folder and job.process.poll() is None
         state = "training" if running else ("finished" if is_complete_run(folder) else "incomplete")
-        out.append((f"{folder.name} ({state})", str(folder)))
+        out.append((f"{folder.name} ({state})", folder.name))
     return out
+
+
+def candidate_folder(actions: CurationActions, task: str, name: str) -> Path:
+    """The folder a candidate dropdown value names, under the task's candidates folder
+    (``task`` must be one the app serves). Whatever it resolves to is checked again by
+    the action (only the task's own candidates are accepted), so a crafted value such as
+    ``../x`` or an absolute path is refused there."""
+    return candidates_root(actions.hub.data_dir, task) / name
 
 
 def build_models_tab(actions: CurationActions) -> gr.Tab:
@@ -101,6 +140,9 @@ def build_models_tab(actions: CurationActions) -> gr.Tab:
         message = gr.Markdown()
 
     def show_card(task_name: str) -> list[Any]:
+        if task_name not in actions.hub.tasks:
+            return [f"Unknown task {str(task_name)[:60]!r}.", per_class_table({}), None, {},
+                    gr.Dropdown(choices=[], value=None)]
         predictor = actions.hub.predictor(task_name)
         card_data = predictor.card if predictor else {}
         matrix = (card_data.get("metrics") or {}).get("confusion_matrix")
@@ -117,7 +159,7 @@ def build_models_tab(actions: CurationActions) -> gr.Tab:
             return ["No retraining started in this session.", "", gr.Timer(active=False), gr.Dropdown()]
         state = job.progress()
         choices = candidate_choices(actions, task_name)
-        dropdown = gr.Dropdown(choices=choices, value=str(job.candidate))
+        dropdown = gr.Dropdown(choices=choices, value=job.candidate.name)
         return [f"**{state.state}** — {state.message}", state.log_tail,
                 gr.Timer(active=state.state == "running"), dropdown]
 
@@ -126,15 +168,12 @@ def build_models_tab(actions: CurationActions) -> gr.Tab:
         return [text, *poll(task_name)]
 
     def compare_candidate(task_name: str, folder: str | None) -> list[Any]:
-        status = actions.hub.status(task_name)
-        if not folder or not is_complete_run(Path(folder)):
+        if not folder:
             return [None, "Choose a finished candidate."]
-        if status.folder is None:
-            return [None, "No current model to compare with."]
-        try:
-            result = compare_with_current(status.folder, Path(folder))
+        try:  # the folder is checked to be one of the task's candidates (VersionError otherwise)
+            result = actions.compare_candidate(task_name, candidate_folder(actions, task_name, folder))
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
-            return [None, f"Comparison failed: {err}"]
+            return [None, scrub_paths(f"Comparison failed: {err}", actions.hub.data_dir)]
         table = pd.DataFrame(comparison_rows(result), columns=["metric", "current", "candidate", "difference"])
         return [table, f"Current `{result['current_version']}` vs candidate `{result['candidate_version']}` on "
                        f"{result['n_compared']} test images ({result['skipped']} skipped)."]
@@ -142,13 +181,19 @@ def build_models_tab(actions: CurationActions) -> gr.Tab:
     def promote_candidate(task_name: str, folder: str | None, who: str, secret: str,
                           profile: gr.OAuthProfile | None) -> list[Any]:
         credentials = Credentials.from_form(who, secret, profile)
-        text = actions.promote_candidate(task_name, Path(folder), credentials) if folder else "Choose a candidate."
+        if task_name not in actions.hub.tasks:
+            return [f"Unknown task {str(task_name)[:60]!r}.", *show_card(task_name)]
+        text = (actions.promote_candidate(task_name, candidate_folder(actions, task_name, folder), credentials)
+                if folder else "Choose a candidate.")
         return [text, *show_card(task_name)]
 
     def discard_candidate(task_name: str, folder: str | None, who: str, secret: str,
                           profile: gr.OAuthProfile | None) -> list[Any]:
         credentials = Credentials.from_form(who, secret, profile)
-        text = actions.discard_candidate(task_name, Path(folder), credentials) if folder else "Choose a candidate."
+        if task_name not in actions.hub.tasks:
+            return [f"Unknown task {str(task_name)[:60]!r}.", *show_card(task_name)]
+        text = (actions.discard_candidate(task_name, candidate_folder(actions, task_name, folder), credentials)
+                if folder else "Choose a candidate.")
         return [text, *show_card(task_name)]
 
     card_outputs = [card, per_class, confusion, provenance, candidate]
