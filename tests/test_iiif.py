@@ -367,3 +367,23 @@ def test_predict_cli_files_keep_their_output_and_bad_sources_one_line(model: Pat
     (anno,) = validate_annotation_page(page)
     assert anno["http://www.w3.org/ns/oa#hasTarget"] == [{"@id": image.resolve().as_uri()}]
     assert not (tmp_path / "none").exists()  # reading corrections creates nothing
+
+
+def test_scan_annotations_from_a_results_csv(tmp_path: Path) -> None:
+    from inkapp.iiif.classify import active_corrections, scan_annotations
+    from inkapp.scan import columns
+
+    classes = ["liu_gongquan", "ouyang_xun", "yan_zhenqing", "zhao_mengfu"]
+    results = tmp_path / "results.csv"
+    results.write_text(",".join(columns(classes)) + "\n"
+                       + "a/one.png," + "a" * 64 + ",yan_zhenqing,0.7,0.1,0.1,0.7,0.1,\n"
+                       + "broken.jpg," + "b" * 64 + ",,,,,,,not a recognised image\n", encoding="utf-8")
+    store = CorrectionStore(tmp_path / "data")
+    store.add(TASK, "a" * 64, "images/aa/one.png", "yan_zhenqing", 0.7, "liu_gongquan", "curator-张", "", "v1", classes)
+    annos = scan_annotations(results, tmp_path / "collection", TASK, "v1", active_corrections(tmp_path / "data"))
+    target = (tmp_path / "collection" / "a" / "one.png").resolve().as_uri()
+    assert [(a.target, a.label, a.expert) for a in annos] == [(target, "yan_zhenqing", ""),
+                                                             (target, "liu_gongquan", "curator-张")]
+    assert annos[0].confidence == 0.7 and annos[0].model_version == "v1"
+    validate_annotation_page(annotation_page(annos))
+    assert active_corrections(tmp_path / "nothing") == [] and not (tmp_path / "nothing").exists()
