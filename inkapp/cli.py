@@ -116,6 +116,34 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _attribute(args: argparse.Namespace) -> int:
+    from .data.images import ImageError, load_image
+    from .inference import Predictor
+    from .pages.attribute import attribute_page
+    from .paths import shipped_weights
+
+    calligrapher = Predictor.from_folder(_model_folder("calligrapher", args.weights))
+    script = Predictor.from_folder(shipped_weights("calligraphy-script"))
+    status = 0
+    for path in args.images:
+        try:
+            result = attribute_page(load_image(path), calligrapher, script)
+        except (ImageError, OSError) as err:
+            print(f"{path}: {err}", file=sys.stderr)
+            status = 1
+            continue
+        if args.json:
+            print(json.dumps({"image": path, **result.to_json()}, ensure_ascii=False), flush=True)
+            continue
+        verdict = result.attribution or "no confident attribution"
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result.probabilities.items(), key=lambda kv: -kv[1]))
+        print(f"{path}: {verdict} ({result.reason}: {result.message}); {len(result.characters)} of "
+              f"{result.found} characters classified, {result.layout}; page: {shown or '-'}")
+        for i, c in enumerate(result.characters, start=1):
+            print(f"  {i:3d} box {c.box.as_list()} {c.label} {c.confidence:.3f}")
+    return status
+
+
 def _scan(args: argparse.Namespace) -> int:
     from .scan import run_scan
 
@@ -300,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the predictions, and stored corrections of the same images, as a W3C Web "
                         "Annotation AnnotationPage (JSON-LD)")
     s.set_defaults(func=_predict)
+
+    s = sub.add_parser("attribute", help="find the characters of calligraphy pages and attribute the master by "
+                                         "their votes (or abstain); per image: characters, probabilities, "
+                                         "attribution, reason")
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("--weights", help="calligrapher model folder (default: the shipped weights)")
+    s.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
+    s.set_defaults(func=_attribute)
 
     s = sub.add_parser("scan", help="classify every image under DIR into a resumable CSV (torchrun shards it)")
     s.add_argument("dir")

@@ -1,7 +1,12 @@
 """Ink mask -> character boxes in reading order (projection profiles, XY cut).
 
 A page is cut into *lines* along the blank bands of its ink profile, and each line
-into characters along the blank bands across it. Characters are assumed roughly
+into characters along the blank bands across it. A position is blank when its ink
+count is below :data:`PROFILE_FLOOR` × the 90th percentile of the profile — so a
+watermark or a seal across a gap does not join two lines — provided that this gives
+≥ 3 lines of which ≥ 60 % are within ±30 % of the median line (a regular page);
+otherwise (one character, a few lines) only positions without any ink are blank.
+Each line owns the page up to the middle of the blank bands around it. Characters are assumed roughly
 square: inside a line whose thickness is ``W``, a piece shorter than 0.6 W (a radical,
 a dot, the halves of 二 or 川) is merged with its neighbour across the smaller gap as
 long as the merged piece stays within 1.3 W. Lines thinner than half the median line
@@ -24,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 Run = tuple[int, int]  # [start, end) along one axis, pixels
+PROFILE_FLOOR = 0.08  # between lines: ink count < 8 % of the 90th percentile of the line profile
+MIN_SIDE = 10  # px of the working copy: anything smaller is a speck, not a readable character
 
 
 @dataclass(frozen=True)
@@ -86,23 +93,35 @@ def _merge_close(runs: list[Run], max_gap: float, big: float) -> list[Run]:
     return out
 
 
+def _bands(on: np.ndarray) -> list[Run]:
+    """Runs of a line profile, runs thinner than half the median merged into a
+    neighbour closer than a quarter of the median."""
+    bands = _runs(on)
+    median = float(np.median([b - a for a, b in bands]))
+    return _merge_small(bands, 0.5 * median, float("inf"), max_gap=0.25 * median)
+
+
 def _lines(ink: np.ndarray) -> list[tuple[Run, list[Box]]]:
     """Horizontal lines (top to bottom): each line's band [top, bottom) and its
     character boxes left to right."""
-    bands = _runs(ink.any(axis=1))
-    if not bands:
+    profile = ink.sum(axis=1)
+    if not profile.any():
         return []
-    median = float(np.median([b - a for a, b in bands]))
-    bands = _merge_small(bands, 0.5 * median, float("inf"), max_gap=0.25 * median)
+    floored = _bands(profile >= max(1.0, PROFILE_FLOOR * float(np.percentile(profile[profile > 0], 90))))
+    widths = np.array([b - a for a, b in floored], dtype=float)
+    regular = len(floored) >= 3 and np.mean(np.abs(widths / np.median(widths) - 1) <= 0.3) >= 0.6
+    bands = floored if regular else _bands(profile > 0)
+    # each line owns the page up to the middle of the blank bands around it
+    cuts = [0] + [(a[1] + b[0]) // 2 for a, b in zip(bands, bands[1:])] + [ink.shape[0]]
     lines = []
-    for top, bottom in bands:
-        band = ink[top:bottom]
+    for (top, bottom), lo, hi in zip(bands, cuts, cuts[1:]):
         t = bottom - top
+        band = ink[lo:hi]
         pieces = _merge_close(_merge_small(_runs(band.any(axis=0)), 0.6 * t, 1.3 * t), 0.15 * t, 1.8 * t)
         line = []
         for left, right in pieces:
             ys = np.flatnonzero(band[:, left:right].any(axis=1))
-            line.append(Box(left, top + int(ys[0]), right - left, int(ys[-1] - ys[0] + 1)))
+            line.append(Box(left, lo + int(ys[0]), right - left, int(ys[-1] - ys[0] + 1)))
         lines.append(((top, bottom), line))
     return lines
 
@@ -128,11 +147,11 @@ def _squareness(boxes: list[Box]) -> float:
 
 
 def _drop_specks(boxes: list[Box]) -> list[Box]:
-    """Drop boxes whose long side is < 0.3 × the median or < 0.15 × the largest one."""
+    """Drop boxes whose long side is < :data:`MIN_SIDE` px or < 0.3 × the median."""
     if not boxes:
         return boxes
     sides = np.array([max(b.w, b.h) for b in boxes], dtype=float)
-    floor = max(0.3 * float(np.median(sides)), 0.15 * float(sides.max()))
+    floor = max(MIN_SIDE, 0.3 * float(np.median(sides)))
     return [b for b, s in zip(boxes, sides) if s >= floor]
 
 
