@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,10 @@ class Predictor:
         map_size: tuple[int, int] | None = None,
     ) -> Analysis:
         """Prediction, ``cam_method`` heat map and attention maps of ``image`` from one
-        forward + one backward pass (float32, no autocast).
+        forward + one backward pass (float32, no autocast). When the card declares
+        ``tta_hflip`` the prediction averages the probabilities of that pass with one more
+        forward pass of the mirrored canvas — the same views as
+        :func:`inkapp.scoring.score_canvases`, so the app shows the card's numbers.
 
         ``target`` — class (name or index) the heat map explains; default the predicted
         class. ``map_size`` — (width, height) of the returned maps in pixels; default
@@ -169,6 +172,10 @@ class Predictor:
         with self._cam_lock:
             result = class_activation_map(self.model, x, cam_method, index)
         probs = torch.softmax(result.logits[0], dim=0).cpu().numpy()
+        if self.scoring.tta_hflip:
+            mirrored = score_canvases(self.model, canvas.flip(-1)[None], replace(self.scoring, tta_hflip=False),
+                                      self.device)
+            probs = (probs + mirrored[0].numpy()) / 2
         size = image.size if map_size is None else map_size
         attention: dict[str, np.ndarray] = {}
         channel_weights: dict[str, np.ndarray] = {}

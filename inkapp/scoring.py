@@ -14,13 +14,17 @@ float rounding).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from .data.preprocess import normalise
+from .data.dataset import decode_canvases
+from .data.preprocess import Preprocessor, normalise
 
 
 @dataclass(frozen=True)
@@ -60,3 +64,20 @@ def score_canvases(model: nn.Module, canvases: torch.Tensor, spec: ScoringSpec,
     if not out:
         return torch.zeros((0, 0))
     return torch.cat(out)
+
+
+def score_files(model: nn.Module, card: dict[str, Any], paths: Sequence[str | Path],
+                device: torch.device | None = None) -> tuple[np.ndarray, list[str]]:
+    """Decode and letterbox ``paths`` as the card says, then :func:`score_canvases`.
+
+    Returns ``(probabilities, errors)``: an M×K array for the M decodable files, in the
+    order of ``paths``, and one message per path ("" for a file that was scored).
+    """
+    pre = Preprocessor.from_card(card)
+    canvases, errors = decode_canvases([str(p) for p in paths], pre.size, pre.grayscale, progress=False)
+    keep = [i for i, err in enumerate(errors) if not err]
+    k = len(card["classes"])
+    if not keep:
+        return np.zeros((0, k), dtype=np.float32), list(errors)
+    probs = score_canvases(model.eval(), canvases[keep], ScoringSpec.from_card(card), device).numpy()
+    return probs, list(errors)

@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from inkapp.data.dataset import decode_canvases
-from inkapp.data.preprocess import Preprocessor
 from inkapp.models import load_model, read_card
 from inkapp.store.files import atomic_write_text
 from inkapp.device import default_device
-from inkapp.scoring import ScoringSpec, score_canvases
+from inkapp.scoring import score_files
 from inkapp.training.metrics import classification_metrics
 
 
@@ -51,12 +49,10 @@ def compare_with_current(current_model: Path, candidate: Path, base_dir: Path | 
     known = [e for e in entries if e["label"] in classes]
     base = Path(base_dir) if base_dir is not None else candidate.resolve().parents[3]
     paths = [str(p if (p := Path(e["path"])).is_absolute() else base / p) for e in known]
-    pre = Preprocessor.from_card(card)
-    canvases, errors = decode_canvases(paths, pre.size, pre.grayscale, progress=False)
+    probs, errors = score_files(model, card, paths, device)
     keep = [i for i, err in enumerate(errors) if not err]
     current: dict[str, float | None] = dict.fromkeys(COMPARED_METRICS)
     if keep:
-        probs = score_canvases(model.eval(), canvases[keep], ScoringSpec.from_card(card), device).numpy()
         y = np.array([classes.index(known[i]["label"]) for i in keep])
         current = _summary(classification_metrics(y, probs, classes))
     result = {

@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.dataset import decode_canvases
-from ..data.preprocess import Preprocessor
 from ..models import load_model, save_model
 from ..models.serialization import WEIGHTS_FILE
-from ..scoring import ScoringSpec, score_canvases
+from ..scoring import score_files
 
 FIGURES = ("confusion_counts.png", "confusion_normalised.png", "roc.png", "curves.png", "reliability.png",
            "risk_coverage.png")
@@ -30,9 +28,7 @@ CALIBRATION_START, CALIBRATION_END = "<!-- calibration:start -->", "<!-- calibra
 
 def _test_probs(model: torch.nn.Module, card: dict[str, Any], run: Path) -> np.ndarray:
     split = json.loads((run / "split.json").read_text())
-    pre = Preprocessor.from_card(card)
-    canvases, _ = decode_canvases([e["path"] for e in split["test"]], pre.size, pre.grayscale, progress=False)
-    return score_canvases(model.eval(), canvases, ScoringSpec.from_card(card), torch.device("cpu")).numpy()
+    return score_files(model, card, [e["path"] for e in split["test"]], torch.device("cpu"))[0]
 
 
 def ship(run: str | Path, dest: str | Path, tolerance: float = 5e-3) -> dict[str, Any]:
