@@ -63,9 +63,9 @@ def test_analyse_correct_undo_writes_the_csv(client: Client, launched_app: Launc
     assert task_choice["value"] == "painting-subject"
     predicted = label_choice["value"]
     assert predicted in UI_TEST_MODELS["painting-subject"][2]
-    summary, chart, cam = panels[:3]  # the API leaves out the layout (column visibility) updates
+    summary, chart, (original, cam) = panels[:3]  # the API leaves out the layout (column visibility) updates
     assert predicted in summary and chart["type"] == "plotly"
-    assert Image.open(cam).size == (451, 300)
+    assert Image.open(original).size == Image.open(cam).size == (451, 300)  # original | heat map slider
 
     corrected = next(c for c in UI_TEST_MODELS["painting-subject"][2] if c != predicted)
     message = client.predict("painting-subject", corrected, EXPERT, "", "a cat, not art",

@@ -23,7 +23,7 @@ from .hub import ModelHub
 from .retrain import RetrainError, RetrainManager
 from inkapp.store.analysed import AnalysedLog
 from inkapp.store.versions import _candidate_in, is_complete_run
-from inkapp.store.versions import VersionError, discard, promote
+from inkapp.store.versions import SHIPPED, VersionError, discard, promote, rollback
 
 OPEN_ACCESS_NOTE = ("**Open access:** no experts configured — anyone can correct. Anyone who can reach this app "
                     "can submit and undo corrections, retrain, promote and discard models.")
@@ -158,25 +158,45 @@ class CurationActions:
         return f"Undone: correction {row['note'].split(':', 1)[1][:8]} ({task}) revoked by {row['expert']}."
 
     def start_retrain(self, task: str, who: Credentials) -> str:
-        """Start retraining ``task`` from the corrections; return a message."""
+        """Start retraining ``task`` from the corrections; return a message. Refused when
+        the corrections in effect relabel or add no training image (a retrain would
+        learn nothing new; see :meth:`RetrainManager.preview`)."""
         try:
             self.authorise(who)
+            preview = self.retrain.preview(task)
+            if preview.changes == 0:
+                return f"Not started: the corrections change no training image. {preview.text()[0]}"
             job = self.retrain.start(task, self.hub.status(task).folder)
-        except (AccessDenied, RetrainError) as err:
+        except (AccessDenied, RetrainError, OSError, ValueError) as err:
             return f"Not started: {err}"
-        return f"Retraining {task} into candidate {job.candidate.name}."
+        return f"Retraining {task} into candidate {job.candidate.name}. {preview.text()[0]}"
 
     def promote_candidate(self, task: str, candidate: Path, who: Credentials) -> str:
         """Make a candidate the active model of ``task`` and reload it; return a message."""
         try:
-            self.authorise(who)
-            record = promote(self.hub.data_dir, task, candidate)
+            expert = self.authorise(who)
+            record = promote(self.hub.data_dir, task, candidate, expert)
         except (AccessDenied, VersionError) as err:
             return f"Not promoted: {err}"
         status = self.hub.reload(task)
         if status.source != "promoted" or status.message:
             return f"Promoted {record['version']}, but it could not be loaded: {status.message}"
         return f"Promoted {record['version']}; it now serves {task}."
+
+    def rollback_version(self, task: str, version: str, who: Credentials) -> str:
+        """Make a kept promoted version (a folder name) or the shipped weights
+        (:data:`inkapp.store.versions.SHIPPED`) serve ``task`` again, recorded with the
+        authorised expert and the time; return a message."""
+        try:
+            expert = self.authorise(who)
+            record = rollback(self.hub.data_dir, task, version, expert)
+        except (AccessDenied, VersionError) as err:
+            return f"Not rolled back: {err}"
+        status = self.hub.reload(task)
+        wanted = "shipped" if version == SHIPPED else "promoted"
+        if status.source != wanted or status.message:
+            return f"Rolled back to {record['version']}, but it could not be loaded: {status.message}"
+        return f"Rolled back {task} to {record['version']} ({expert}, {record['at']})."
 
     def discard_candidate(self, task: str, candidate: Path, who: Credentials) -> str:
         """Delete a candidate folder; return a message."""

@@ -2,13 +2,16 @@
 
 Layout under ``<data_dir>/models/<task>/``::
 
-    active.json                  {"version", "folder", "promoted_at", "promoted_from"} — the version in use
+    active.json                  {"version", "folder", "promoted_at", "promoted_by", "promoted_from"} — the version in use
+    history.jsonl                one line per promote or roll-back: {"at", "by", "action", "version", "folder"}
     <version>/                   a promoted model folder (weights, card, metrics, split), never overwritten
     candidates/<timestamp>/      retraining output waiting for Promote or Discard
 
 Shipped weights (``weights/<task>``) are never written. Without ``active.json`` the app
 uses the shipped model; Promote copies a candidate into its own version folder and then
 swaps ``active.json`` atomically, so a crash leaves either the old or the new version active.
+Roll-back makes any kept version, or the shipped weights (:data:`SHIPPED`), active again
+the same way; who did each and when is appended to ``history.jsonl``.
 """
 from __future__ import annotations
 
@@ -20,9 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from inkapp.models import ModelLoadError, load_model, read_card
-from inkapp.models.serialization import CARD_FILE, WEIGHTS_FILE, atomic_write_text
+from inkapp.models.serialization import CARD_FILE, WEIGHTS_FILE
+from inkapp.store.files import AppendOnlyFile, atomic_write_text
 
 ACTIVE_FILE = "active.json"
+HISTORY_FILE = "history.jsonl"
+#: Roll-back target meaning "the shipped weights" (no ``active.json``).
+SHIPPED = "shipped"
 CANDIDATES = "candidates"
 _TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 #: Files of a training run folder copied on promotion (checkpoints and figures stay behind).
@@ -99,9 +106,10 @@ def _candidate_in(data_dir: Path, task: str, candidate: Path) -> Path:
     return path
 
 
-def promote(data_dir: Path, task: str, candidate: Path) -> dict[str, Any]:
+def promote(data_dir: Path, task: str, candidate: Path, expert: str = "") -> dict[str, Any]:
     """Copy a finished candidate into ``models/<task>/<version>/``, make it active, delete
-    the candidate; return the new ``active.json`` record.
+    the candidate; return the new ``active.json`` record (``expert`` recorded as
+    ``promoted_by`` and in the history).
 
     The candidate's card must be for ``task`` and the copy must load (tensors matching
     the card: a tampered or mismatched candidate is refused and the active version
@@ -136,10 +144,63 @@ def promote(data_dir: Path, task: str, candidate: Path) -> dict[str, Any]:
     staging.rename(root / name)
     record = {"version": str(card.get("version", name)), "folder": name,
               "promoted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "promoted_from": f"{CANDIDATES}/{source.name}"}
+              "promoted_by": expert, "promoted_from": f"{CANDIDATES}/{source.name}"}
     atomic_write_text(root / ACTIVE_FILE, json.dumps(record, indent=1))
+    _record_history(root, "promote", record["version"], name, expert, record["promoted_at"])
     shutil.rmtree(source)
     return record
+
+
+def _history_file(root: Path) -> AppendOnlyFile:
+    return AppendOnlyFile(root / HISTORY_FILE, root / "history.quarantine.csv")
+
+
+def _record_history(root: Path, action: str, version: str, folder: str, expert: str, at: str) -> None:
+    line = {"at": at, "by": expert, "action": action, "version": version, "folder": folder}
+    _history_file(root).append((json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def history(data_dir: Path, task: str) -> list[dict[str, Any]]:
+    """Every promote and roll-back of ``task``, oldest first (unreadable lines skipped)."""
+    root = task_root(data_dir, task)
+    if not (root / HISTORY_FILE).is_file():
+        return []
+    out = []
+    for line in _history_file(root).read().decode("utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "action" in record:
+            out.append(record)
+    return out
+
+
+def rollback(data_dir: Path, task: str, version: str, expert: str = "") -> dict[str, Any]:
+    """Make the kept version folder ``version`` (a name from :func:`list_versions`), or the
+    shipped weights when ``version`` is :data:`SHIPPED`, the active model of ``task``;
+    record who and when in the history and return that history record.
+
+    A kept version must still load (a corrupted one is refused, the active version stays).
+    """
+    root = task_root(data_dir, task)
+    at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if version == SHIPPED:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / ACTIVE_FILE).unlink(missing_ok=True)
+        _record_history(root, "rollback", SHIPPED, "", expert, at)
+        return history(data_dir, task)[-1]
+    if version not in list_versions(data_dir, task):
+        raise VersionError(f"{task} has no kept version {version!r}")
+    try:
+        _, card = load_model(root / version)
+    except ModelLoadError as err:
+        raise VersionError(f"version {version} cannot be loaded: {err}") from err
+    record = {"version": str(card.get("version", version)), "folder": version, "promoted_at": at,
+              "promoted_by": expert, "promoted_from": "rollback"}
+    atomic_write_text(root / ACTIVE_FILE, json.dumps(record, indent=1))
+    _record_history(root, "rollback", record["version"], version, expert, at)
+    return history(data_dir, task)[-1]
 
 
 def discard(data_dir: Path, task: str, candidate: Path) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import atexit
 import os
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 from gradio.utils import get_space
 
 from inkapp.auth import Experts
+from inkapp.data.images import effective_max_bytes
 from inkapp.paths import data_dir as default_data_dir
 from inkapp.store.corrections import CorrectionStore
 
@@ -28,8 +30,13 @@ from .models_tab import build_models_tab
 from inkapp.curation.retrain import RetrainManager
 from inkapp.store.analysed import AnalysedLog
 from .review_tab import build_review_tab
+from .i18n import DETECT_LANG_JS, I18N, LANG_CHOICES, LANG_STORAGE_KEY, Relabel
+from .signin import build_signin
 
 TITLE = "Ink curation studio"
+#: Gradio's upload cache clean-up (frequency, age) in seconds: every 10 minutes, files older
+#: than an hour are deleted; all of them when the server shuts down.
+UPLOAD_CACHE_DELETE = (600, 3600)
 CSS = """
 .ink-result { font-size: 1.05rem; }
 .ink-label { font-size: 1.4rem; font-weight: 600; }
@@ -41,6 +48,18 @@ CSS = """
 .ink-error { color: #922b21; }
 .ink-open-access { color: #873600; }
 .ink-restricted { color: #1e8449; }
+.ink-word { border-radius: .4rem; padding: .1rem .5rem; margin-left: .4rem; font-size: .95rem; }
+.ink-very_likely { background: #d5f5e3; color: #145a32; }
+.ink-likely { background: #eaf2f8; color: #1b4f72; }
+.ink-uncertain { background: #fdebd0; color: #873600; border: 1px solid #e59866; }
+.ink-reading { margin-top: .4rem; font-size: 1rem; }
+.ink-legend { display: flex; align-items: center; gap: .5rem; font-size: .85rem; margin-top: .3rem; }
+.ink-legend-bar { display: inline-block; width: 180px; height: 12px; border-radius: 3px; }
+.ink-scroll-cell { margin: 0; }
+.ink-scroll-cell figcaption { font-size: .8rem; color: #7f8c8d; }
+.ink-scroll-hint { font-size: .85rem; color: #7f8c8d; }
+.ink-thumb { width: 72px; height: 72px; object-fit: contain; background: #f4f1ea; }
+table.ink-corrections-view td { vertical-align: middle; padding: .25rem .5rem; }
 """
 
 
@@ -58,19 +77,34 @@ def build_app(actions: CurationActions | None = None) -> gr.Blocks:
     """The app's Blocks (Analyse, Review, Models tabs) over ``actions`` (default: :func:`build_actions`)."""
     actions = actions if actions is not None else build_actions()
     cache = AnalysisCache()
-    with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# {TITLE}\nClassify Chinese ink paintings and calligraphy rubbings, see what the models "
-                    f"look at, and correct their labels.")
+    relabel = Relabel()
+    with gr.Blocks(title=TITLE, delete_cache=UPLOAD_CACHE_DELETE) as demo:
+        with gr.Row():
+            with gr.Column(scale=4):
+                relabel.value(gr.Markdown(I18N("title")), "title")
+                relabel.value(gr.Markdown(I18N("intro")), "intro")
+            lang = gr.Radio(LANG_CHOICES, value="en", label="Language / 语言", elem_id="ink-lang", scale=1)
+        stored_lang = gr.BrowserState("", storage_key=LANG_STORAGE_KEY)
         with gr.Row():
             gr.Markdown(actions.access_note, elem_id="ink-access",
                         elem_classes="ink-restricted" if actions.experts.configured else "ink-open-access")
             if actions.experts.hf_users and get_space() is not None:
                 gr.LoginButton(elem_id="ink-login")
-        with gr.Tabs():
-            with gr.Tab("Analyse", id="analyse"):
-                build_analyse_tab(actions, cache)
-            build_review_tab(actions)
-            build_models_tab(actions)
+        signin = build_signin(actions, relabel, lang)
+        with gr.Tabs(selected="analyse") as tabs:
+            with gr.Tab(I18N("tab_analyse"), id="analyse") as analyse_tab:
+                relabel.label(analyse_tab, "tab_analyse")
+                analyse = build_analyse_tab(actions, cache, relabel, signin, lang)
+            relabel.label(build_review_tab(actions, relabel, lang, analyse, tabs), "tab_review")
+            relabel.label(build_models_tab(actions, relabel, lang, signin), "tab_models")
+
+        def switch(code: str) -> list[Any]:
+            return [code, code, *relabel.updates(code)]
+
+        # on load: the stored choice, else the browser's language (DETECT_LANG_JS runs in the browser)
+        demo.load(switch, stored_lang, [lang, stored_lang, *relabel.components], js=DETECT_LANG_JS,
+                  api_name=False)
+        lang.input(switch, lang, [lang, stored_lang, *relabel.components], api_name=False)
     return demo
 
 
@@ -82,4 +116,5 @@ def launch() -> None:
     demo.queue(default_concurrency_limit=2)
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                theme=gr.themes.Soft(), css=CSS, footer_links=["api"])
+                max_file_size=effective_max_bytes(),  # the web layer refuses what the decoder would
+                theme=gr.themes.Soft(), css=CSS, footer_links=["api", "settings"], i18n=I18N)
