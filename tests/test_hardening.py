@@ -24,13 +24,18 @@ from PIL import Image
 import inkapp.auth as auth
 from inkapp.auth import AccessDenied, Experts, hash_password
 from inkapp.curation.actions import CurationActions
+from inkapp.curation.analysis import load_upload
 from inkapp.curation.hub import ModelHub
+from inkapp.curation.pixels import PIXELS, PixelCache, ShownImage, decode_again, session_ttl_s
 from inkapp.curation.retrain import RetrainManager
+from inkapp.curation.uploads import UploadItem
 from inkapp.data import images
 from inkapp.store.analysed import AnalysedLog
 from inkapp.store.corrections import CorrectionError, CorrectionStore, clean_text, unescape_cell
 from inkapp.store.versions import VersionError, candidates_root, task_root
 from inkapp.ui.models_tab import candidate_choices, card_markdown, scrub_paths, shown_path
+
+from conftest import TEST_UPLOAD_LIMIT_MB, LaunchedApp
 
 TASK = "painting-technique"
 CLASSES = ["gongbi", "xieyi"]
@@ -241,3 +246,82 @@ def test_model_panel_shows_no_absolute_server_path(path_actions: CurationActions
     assert candidate_choices(path_actions, TASK) == [("20260101T000000Z (finished)", "20260101T000000Z")]
     message = scrub_paths(f"cannot read {candidate}/card.json", path_actions.hub.data_dir)
     assert message == f"cannot read data/models/{TASK}/candidates/20260101T000000Z/card.json"
+
+
+# ---------------------------------------------------------------- memory that grows with visitors
+
+def test_pixel_cache_stays_within_its_byte_budget() -> None:
+    cache = PixelCache(budget_bytes=2 * 100 * 100 * 3)
+    a, b, c = (Image.new("RGB", (100, 100), (i, 0, 0)) for i in range(3))
+    cache.put("a", a)
+    cache.put("b", b)
+    assert cache.get("a") is a  # now most recently used
+    cache.put("c", c)
+    assert cache.get("b") is None and cache.get("a") is a and cache.get("c") is c
+    assert cache.nbytes == 2 * 100 * 100 * 3 and len(cache) == 2
+    cache.put("huge", Image.new("L", (1000, 1000)))  # larger than the whole budget: not kept
+    assert cache.get("huge") is None and len(cache) == 2
+
+
+def test_evicted_pixels_are_decoded_again_from_the_stored_copy(tmp_path: Path) -> None:
+    path = tmp_path / "stored.png"
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(path)
+    loaded = load_upload(path.read_bytes(), "stored.png")
+    cache = PixelCache(budget_bytes=300 * 200 * 3)
+    shown = cache.remember(loaded)
+    assert isinstance(shown, ShownImage) and shown.display.size == (300, 200)
+    cache.put("other", Image.new("RGB", (300, 200)))  # evicts the first image
+    again = cache.loaded(shown, lambda: decode_again(UploadItem("gone.png", tmp_path / "gone.png"), path))
+    assert cache.misses == 1 and again.image.size == (300, 200) and again.sha256 == loaded.sha256
+    assert cache.loaded(shown, lambda: pytest.fail("decoded twice")).image is again.image
+
+
+def test_analyse_session_keeps_a_hash_and_display_copy_and_expires(ui_weights_dir: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    import gradio as gr
+
+    from inkapp.ui.analyse_tab import AnalyseSession
+    from inkapp.ui.app import build_actions, build_app
+
+    monkeypatch.setenv("INKAPP_WEIGHTS_DIR", str(ui_weights_dir))
+    demo = build_app(build_actions(tmp_path / "data", Experts()))
+    states = [b for b in demo.blocks.values() if isinstance(b, gr.State) and isinstance(b.value, AnalyseSession)]
+    assert len(states) == 1 and states[0].time_to_live == session_ttl_s() == 1800
+    upload = next(f.fn for f in demo.fns.values() if f.api_name == "analyse")
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (2000, 3000, 3), dtype=np.uint8)).save(big)
+    defaults = {"paths": [str(big)], "domain_choice": "painting", "method": "gradcam", "alpha": 0.5, "lang": "en",
+                "state": AnalyseSession()}
+    out = upload(*[defaults[name] for name in inspect.signature(upload).parameters])
+    state = next(o for o in out if isinstance(o, AnalyseSession))
+    assert isinstance(state.loaded, ShownImage) and max(state.loaded.display.size) <= 1024
+    held = [v for v in vars(state).values() if isinstance(v, Image.Image)]
+    assert held == []  # no full-resolution image in the session
+    assert PIXELS.get(state.loaded.sha256).size == (3000, 2000)  # it is in the server-wide cache
+
+
+# ---------------------------------------------------------------- the web layer
+
+def test_upload_route_refuses_an_over_limit_file(launched_app: LaunchedApp) -> None:
+    import httpx
+
+    over = b"\0" * (TEST_UPLOAD_LIMIT_MB * 2**20 + 1)
+    response = httpx.post(launched_app.url + "gradio_api/upload", files={"files": ("big.png", over)}, timeout=60)
+    assert response.status_code == 413, response.text
+    under = httpx.post(launched_app.url + "gradio_api/upload", files={"files": ("ok.png", b"\0" * 1000)},
+                       timeout=60)
+    assert under.status_code == 200
+
+
+def test_compare_endpoint_over_http_refuses_a_foreign_folder(launched_app: LaunchedApp, tmp_path: Path) -> None:
+    from gradio_client import Client
+
+    outside = finished_run(tmp_path / "elsewhere", "painting-subject", [])
+    before = sorted(p.name for p in outside.iterdir())
+    client = Client(launched_app.url, verbose=False)
+    for value in (str(outside), "../../../../../" + str(outside)):
+        _, message = client.predict("painting-subject", value, api_name="/compare_candidate")
+        assert "is not a candidate of task painting-subject" in message
+    assert sorted(p.name for p in outside.iterdir()) == before

@@ -69,7 +69,9 @@ class ImageError(ValueError):
     """The input is not an acceptable image; ``str()`` is a one-line human message."""
 
 
-def _env_number(name: str) -> float | None:
+def env_number(name: str) -> float | None:
+    """The positive number in environment variable ``name``, None when unset or empty
+    (ValueError with a one-line message when it is not a positive number)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return None
@@ -86,7 +88,7 @@ def effective_max_bytes(override: int | None = None) -> int:
     """Effective byte limit: ``override``, else ``INKAPP_MAX_UPLOAD_MB`` (MiB), else 50 MiB."""
     if override is not None:
         return int(override)
-    mib = _env_number(ENV_MAX_UPLOAD_MB)
+    mib = env_number(ENV_MAX_UPLOAD_MB)
     return MAX_FILE_BYTES if mib is None else int(mib * 1024 * 1024)
 
 
@@ -94,7 +96,7 @@ def effective_max_pixels(override: int | None = None) -> int:
     """Effective pixel limit (width × height): ``override``, else ``INKAPP_MAX_PIXELS``, else 80 MP."""
     if override is not None:
         return int(override)
-    px = _env_number(ENV_MAX_PIXELS)
+    px = env_number(ENV_MAX_PIXELS)
     return MAX_PIXELS if px is None else int(px)
 
 
@@ -137,7 +139,7 @@ class DecodeSlots:
 
 
 def _slots_from_env() -> int:
-    value = _env_number(ENV_LARGE_DECODES)
+    value = env_number(ENV_LARGE_DECODES)
     return LARGE_DECODE_SLOTS if value is None else max(1, int(value))
 
 
