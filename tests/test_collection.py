@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from inkapp.cli import main as cli_main
 from inkapp.collection.duplicates import duplicate_pairs, index_scan
 from inkapp.collection.similar import collection_index, index_analysed, similar_works, GENERIC_INDEX
-from inkapp.collection.suspects import (NOTE_KEPT, NOTE_RELABELLED, decide_suspect, load_suspects,
+from inkapp.collection.suspects import (NOTE_KEPT, NOTE_RELABELLED, Suspect, decide_suspect, load_suspects,
                                         out_of_fold_probabilities, suspect_queue, suspects_from)
 from inkapp.inference import Predictor
 from inkapp.paths import shipped_weights
@@ -306,8 +306,9 @@ def test_suspect_queue_leaves_out_decided_images(tmp_path: Path) -> None:
         character(100 + i).save(p)
         paths.append(str(p))
         shas.append(hashlib.sha256(p.read_bytes()).hexdigest())
-    probs = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]])
-    ranked = suspects_from(paths, np.array([0, 0, 0]), probs, ["a", "b"], shas)
+    ranked = [Suspect(rank=i + 1, image_path=paths[i], sha256=shas[i], given_label="a", predicted_label="b",
+                      quality=0.1 * (i + 1), probabilities={"a": 0.1 * (i + 1), "b": 1 - 0.1 * (i + 1)})
+              for i in range(3)]
     ranking = tmp_path / "suspects.json"
     ranking.write_text(json.dumps({"suspects": [s.__dict__ for s in ranked]}))
     data = tmp_path / "data"
@@ -318,6 +319,6 @@ def test_suspect_queue_leaves_out_decided_images(tmp_path: Path) -> None:
     assert (relabelled["corrected_label"], relabelled["note"]) == ("b", NOTE_RELABELLED)
     assert [s.sha256 for s in suspect_queue("t", data, ranking)] == [shas[2]]
     assert [s.sha256 for s in suspect_queue("other-task", data, ranking)] == shas
-    assert load_suspects(ranking)[0].probabilities == {"a": 0.1, "b": 0.9}
+    assert load_suspects(ranking) == ranked
     with pytest.raises(FileNotFoundError, match="no suspect ranking"):
         load_suspects(tmp_path / "none.json")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inkapp.collection.similar import (GENERIC_INDEX, Neighbour, add_embeddings, collection_index, embed_files,
-                                       expert_labels, generic_embedder, generic_meta, task_embedder)
+                                       expert_labels, generic_embedder, generic_meta, neighbour, task_embedder)
 from inkapp.inference import Predictor
 from inkapp.paths import data_dir as default_data_dir
 
@@ -44,16 +44,6 @@ class DuplicatePair:
                 "a": side(self.a), "b": side(self.b)}
 
 
-def _side(sha: str, similarity: float, meta: dict[str, str], task: str | None, experts: dict[str, str],
-          root: Path) -> Neighbour:
-    path = Path(meta.get("image_path", ""))
-    expert = experts.get(sha)
-    label = expert or (meta.get(f"label:{task}", "") if task else "")
-    source = "expert" if expert else (meta.get(f"label_source:{task}", "") if task else "")
-    return Neighbour(sha256=sha, label=label, label_source=source, similarity=similarity,
-                     image_path=str(path if path.is_absolute() else root / path), predicted_label="", confidence=0.0)
-
-
 def duplicate_pairs(task: str | None = None, data_dir: str | Path | None = None, among: Iterable[str] | None = None,
                     threshold: float = DEFAULT_THRESHOLD) -> list[DuplicatePair]:
     """Near-duplicate pairs in the collection with at least one image in ``among``
@@ -67,8 +57,8 @@ def duplicate_pairs(task: str | None = None, data_dir: str | Path | None = None,
     experts = expert_labels(task, root) if task else {}
     out = []
     for sha_a, sha_b, sim in index.pairs_above(threshold, None if among is None else list(among)):
-        a = _side(sha_a, sim, items[sha_a], task, experts, root)
-        b = _side(sha_b, sim, items[sha_b], task, experts, root)
+        a = neighbour(sha_a, sim, items[sha_a], experts, root, task)
+        b = neighbour(sha_b, sim, items[sha_b], experts, root, task)
         out.append(DuplicatePair(a, b, sim, bool(a.label and b.label and a.label != b.label)))
     return out
 
@@ -97,7 +87,7 @@ def index_scan(root: str | Path, scan_csv: str | Path, task: str, data_dir: str 
             add_embeddings(index, embedder.name, [todo[i]["sha256"] for i in ok], vectors,
                            [metas[todo[i]["sha256"]] for i in ok], merge_meta=True)
         failed |= {todo[i]["sha256"] for i in set(range(len(todo))) - set(ok)}
-        if not errors:
+        if not errors:  # the same files fail for both embedders: report them once
             errors = problems
     return sorted({r["sha256"] for r in rows} - failed), errors
 

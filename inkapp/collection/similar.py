@@ -149,12 +149,17 @@ def expert_labels(task: str, data_dir: Path) -> dict[str, str]:
     return {r["image_sha256"]: r["corrected_label"] for r in CorrectionStore(data_dir).active() if r["task"] == task}
 
 
-def _neighbour(sha: str, similarity: float, meta: dict[str, str], experts: dict[str, str], root: Path) -> Neighbour:
+def neighbour(sha: str, similarity: float, meta: dict[str, str], experts: dict[str, str], root: Path,
+              task: str | None = None) -> Neighbour:
+    """A stored image's :class:`Neighbour`: its label is the expert's (``experts``:
+    sha256 -> label) or else the stored one — ``label``/``label_source`` in a task index,
+    ``label:<task>``/``label_source:<task>`` in the generic index (pass ``task``)."""
     path = Path(meta.get("image_path", ""))
     shown = path if path.is_absolute() else root / path
     expert = experts.get(sha)
-    return Neighbour(sha256=sha, label=expert or meta.get("label", ""),
-                     label_source="expert" if expert else meta.get("label_source", ""), similarity=similarity,
+    suffix = f":{task}" if task else ""
+    return Neighbour(sha256=sha, label=expert or meta.get("label" + suffix, ""),
+                     label_source="expert" if expert else meta.get("label_source" + suffix, ""), similarity=similarity,
                      image_path=str(shown), predicted_label=meta.get("predicted_label", ""),
                      confidence=float(meta.get("confidence") or 0.0))
 
@@ -180,7 +185,7 @@ def similar_works(image: bytes | str | Path, task: str, k: int = 5, *, predictor
     sha = sha256_bytes(data)
     vector = embedder.embed([img])
     experts = expert_labels(task, root)
-    return [_neighbour(h.sha256, h.similarity, h.meta, experts, root) for h in index.search(vector, k, exclude=[sha])[0]]
+    return [neighbour(h.sha256, h.similarity, h.meta, experts, root) for h in index.search(vector, k, exclude=[sha])[0]]
 
 
 def embed_files(paths: Sequence[str | Path], embedder: TaskEmbedder | GenericEmbedder, batch_size: int = 32) -> tuple[list[int], np.ndarray, list[str]]:

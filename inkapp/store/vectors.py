@@ -21,7 +21,7 @@ same way — the sidecar's replacement is the commit. A writer killed at any poi
 the previous generation intact (an orphaned index file is deleted by the next writer).
 Readers take no lock: they read the sidecar, then the index file it names, retrying
 if a concurrent writer has just deleted that file; the snapshot is cached until the
-sidecar's generation changes. Every write rewrites the whole index: O(items × dim).
+sidecar file changes (inode, mtime, size — every commit is a new inode). Every write rewrites the whole index: O(items × dim).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -60,6 +60,7 @@ class Hit:
 
 @dataclass(frozen=True)
 class _Snapshot:
+    stamp: tuple[int, int, int]  # the sidecar's (inode, mtime_ns, size) when read; (0, 0, 0) if unknown
     generation: str
     space: str
     dim: int
@@ -124,12 +125,16 @@ class VectorIndex:
         """The committed generation, or None when the index has never been written."""
         for _ in range(_READ_RETRIES):
             try:
+                st = os.stat(self.sidecar)
+                cached = self._cache
+                stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+                if cached is not None and cached.stamp == stamp:  # replaced files get a new inode
+                    return cached
                 doc = json.loads(self.sidecar.read_bytes())
             except FileNotFoundError:
                 return None
-            cached = self._cache
             if cached is not None and cached.generation == doc["generation"]:
-                return cached
+                return replace(cached, stamp=stamp)
             try:
                 raw = (self.folder / doc["index_file"]).read_bytes()
             except FileNotFoundError:  # a writer committed a newer generation and deleted this file
@@ -140,7 +145,7 @@ class VectorIndex:
             if index.ntotal != len(items):
                 raise VectorIndexError(
                     f"vector index {self.sidecar} is inconsistent: {index.ntotal} vectors, {len(items)} items")
-            return _Snapshot(doc["generation"], doc["space"], int(doc["dim"]), index, items, int(doc["next_id"]))
+            return _Snapshot(stamp, doc["generation"], doc["space"], int(doc["dim"]), index, items, int(doc["next_id"]))
         raise VectorIndexError(f"vector index {self.sidecar}: its index file keeps disappearing (too many writers?)")
 
     def _snapshot(self) -> _Snapshot | None:
@@ -247,7 +252,8 @@ class VectorIndex:
         with self._lock:
             snap = self._read_disk()
             if snap is None:
-                snap = _Snapshot("", space, x.shape[1], faiss.IndexIDMap2(faiss.IndexFlatIP(x.shape[1])), {}, 0)
+                snap = _Snapshot((0, 0, 0), "", space, x.shape[1], faiss.IndexIDMap2(faiss.IndexFlatIP(x.shape[1])),
+                                 {}, 0)
             if snap.space != space:
                 raise VectorIndexError(
                     f"index {self.name!r} holds embeddings of {snap.space!r}, not {space!r}; clear() it to start over")
@@ -307,7 +313,7 @@ class VectorIndex:
         _atomic_write(self.sidecar, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
         self._delete_orphans(keep=index_file)
         with self._cache_lock:
-            self._cache = _Snapshot(generation, space, dim, index, items, next_id)
+            self._cache = _Snapshot((0, 0, 0), generation, space, dim, index, items, next_id)
 
     def _delete_orphans(self, keep: str | None) -> None:
         """Remove index files and temporaries of this index other than ``keep`` (lock held)."""
