@@ -25,7 +25,7 @@ def test_open_mode_accepts_names_only(monkeypatch: pytest.MonkeyPatch) -> None:
     e = Experts.from_env()
     assert not e.configured
     assert e.authorise(" 王羲之 ") == "王羲之"
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match="enter your name as the expert"):
         e.authorise("  ")
 
 
@@ -39,7 +39,7 @@ def test_configured_experts_need_the_password(monkeypatch: pytest.MonkeyPatch, t
     assert e.authorise("ann", "pw-ann") == "ann"
     assert e.authorise("anyone", "", hf_user="hf-bob") == "hf-bob"
     for name, pw, hf in [("ann", "nope", None), ("mallory", "pw-ann", None), ("ann", "", "hf-eve")]:
-        with pytest.raises(AccessDenied):
+        with pytest.raises(AccessDenied, match="only configured experts may do this"):
             e.authorise(name, pw, hf_user=hf)
 
 

@@ -205,7 +205,7 @@ def test_bad_requests_fail_cleanly(predictors: dict[str, Predictor]) -> None:
     with pytest.raises(ValueError, match="unknown CAM method"):
         p.analyse(image, cam_method="scorecam")
     x = p.preprocessor(image)[None]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"Grad-CAM failed \\(target class index {len(CLASSES)} out of range"):
         class_activation_map(p.model, x, "gradcam", len(CLASSES))  # IndexError inside the library's with block
     assert_no_hooks(p.model)
 
@@ -247,6 +247,6 @@ def test_overlay_and_top_channels() -> None:
     assert shown.size == (20, 80) and shown.mode == "RGB"
     full = np.asarray(overlay(image, heat, 1.0, colormap="jet")).astype(int)
     assert full[0, 0, 2] > full[0, 0, 0] and full[-1, -1, 0] > full[-1, -1, 2]  # JET: blue low, red high (RGB)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"opacity must be in \[0, 1\], got 1\.5"):
         overlay(image, heat, 1.5)
     assert top_channels(np.array([0.1, 0.9, 0.5]), 2) == [(1, pytest.approx(0.9)), (2, pytest.approx(0.5))]

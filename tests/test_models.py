@@ -123,7 +123,7 @@ def test_backbone_strides_and_channels() -> None:
 
 
 def test_offline_weights_unknown_backbone_lists_choices() -> None:
-    with pytest.raises(OfflineWeightsError) as err:
+    with pytest.raises(OfflineWeightsError, match="no offline ImageNet weights for backbone 'resnet50'") as err:
         create_backbone("resnet50", pretrained="offline")
     for name in available():
         assert name in str(err.value)

@@ -19,9 +19,6 @@ from inkapp.data.splits import group_samples, kfold_splits, split_indices
 from inkapp.store.corrections import CorrectionStore
 from inkapp.training.metrics import classification_metrics
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real images not found at {SHARED}")
-
 
 def test_metrics_equal_scikit_learn() -> None:
     from sklearn import metrics as skm
@@ -111,6 +108,9 @@ def test_corrections_merge_rules(tmp_path: Path) -> None:
     assert c["malformed"] == 1 and c["revocations"] == 1 and c["added"] == 1 and c["relabelled"] == 1
 
 
+TINY_PER_CLASS = 12  # the generated set's size per class (../shared/data has hundreds)
+
+
 def _tiny_config(tmp_path: Path, data: Path, epochs: int = 3, arch: str = "plain") -> Path:
     cfg = {"task": "calligrapher", "domain": "calligraphy", "data": str(data),
            "model": {"arch": arch, "backbone": "tf_efficientnet_lite0", "pretrained": "offline", "image_size": 64,
@@ -124,13 +124,12 @@ def _tiny_config(tmp_path: Path, data: Path, epochs: int = 3, arch: str = "plain
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"real images not found at {SHARED}")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory, labelled_data: Path) -> Path:
+    """Two calligrapher classes of 12 images each (../shared/data or the generated set)."""
     root = tmp_path_factory.mktemp("tiny")
     for cls in ("ouyang_xun", "zhao_mengfu"):
         (root / cls).mkdir()
-        for f in sorted((SHARED / "calligrapher" / cls).iterdir())[:20]:
+        for f in sorted((labelled_data / "calligrapher" / cls).iterdir())[:TINY_PER_CLASS]:
             shutil.copy(f, root / cls / f.name)
     return root
 
@@ -139,7 +138,6 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "INKAPP_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
 
 
-@needs_data
 def test_tiny_end_to_end_train_then_evaluate(tmp_path: Path, tiny_data: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "inkapp", "train", "--config", str(_tiny_config(tmp_path, tiny_data)), "--out", str(out)]
@@ -152,13 +150,13 @@ def test_tiny_end_to_end_train_then_evaluate(tmp_path: Path, tiny_data: Path) ->
     card = json.loads((out / "card.json").read_text())
     assert card["dynasty"]["zhao_mengfu"] == "Yuan" and card["preprocessing"]["grayscale"] is True
     split = json.loads((out / "split.json").read_text())
-    assert sum(len(v) for v in split.values()) == 40
+    assert sum(len(v) for v in split.values()) == 2 * TINY_PER_CLASS
     r = subprocess.run([sys.executable, "-m", "inkapp", "evaluate", "--task", "calligrapher", "--data", str(tiny_data),
                         "--weights", str(out)], check=True, env=_env(tmp_path), capture_output=True, text=True)
     result = json.loads(r.stdout)
     assert set(result) == {"task", "n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_auc",
                            "classes", "confusion_matrix"}
-    assert result["n"] == 40
+    assert result["n"] == 2 * TINY_PER_CLASS
     bad = tmp_path / "bad"
     shutil.copytree(tiny_data, bad)
     (bad / "wang_xizhi").mkdir()
@@ -176,7 +174,6 @@ def test_tiny_end_to_end_train_then_evaluate(tmp_path: Path, tiny_data: Path) ->
     assert len(lines) == 1 and set(lines[0]) == {"image", "task", "label", "confidence", "probabilities"}
 
 
-@needs_data
 def test_torchrun_two_process_smoke(tmp_path: Path, tiny_data: Path) -> None:
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "inkapp", "train",
@@ -186,7 +183,6 @@ def test_torchrun_two_process_smoke(tmp_path: Path, tiny_data: Path) -> None:
     assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
 
 
-@needs_data
 def test_resume_continues_from_checkpoint(tmp_path: Path, tiny_data: Path) -> None:
     out = tmp_path / "run"
     cfg = _tiny_config(tmp_path, tiny_data, epochs=2)

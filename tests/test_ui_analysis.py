@@ -4,8 +4,9 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -19,12 +20,20 @@ from inkapp.models import build_model, save_model
 from inkapp.curation.analysis import (SCROLL_MIN_SHORT_SIDE, AnalysisCache, analyse_image,
                                      dynasty_probabilities)
 from inkapp.curation.domain import heuristic_domain
+from inkapp.auth import Experts
+from inkapp.curation.actions import CurationActions
 from inkapp.curation.hub import ModelHub
+from inkapp.curation.retrain import RetrainManager
+from inkapp.inference import Predictor
+from inkapp.store.analysed import AnalysedLog
+from inkapp.store.corrections import CorrectionStore
 from inkapp.curation.uploads import UploadItem, expand_uploads
 from inkapp.store.versions import ACTIVE_FILE, task_root
 from inkapp.ui.charts import probability_chart
 
+from app_handlers import upload_handler
 from conftest import UI_TEST_MODELS
+from upload_cases import stored_state
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -61,11 +70,27 @@ def hub(ui_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield ModelHub(tmp_path_factory.mktemp("ui-analysis-data"), device="cpu")
 
 
-def test_every_task_model_is_loaded_once(hub: ModelHub) -> None:
+def test_every_task_model_is_loaded_once(ui_weights_dir: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    loads: list[Path] = []
+    real = Predictor.from_folder.__func__
+
+    def counted(cls: type[Predictor], folder: Path, *args: Any, **kwargs: Any) -> Predictor:
+        predictor = real(cls, folder, *args, **kwargs)  # the absent domain model raises: not a load
+        loads.append(Path(folder))
+        return predictor
+
+    monkeypatch.setattr(Predictor, "from_folder", classmethod(counted))
+    monkeypatch.setenv("INKAPP_WEIGHTS_DIR", str(ui_weights_dir))
+    hub = ModelHub(tmp_path, device="cpu")
     for task in UI_TEST_MODELS:
         assert hub.predictor(task) is not None
         assert hub.status(task).source == "shipped"
     assert hub.domain_predictor is None
+    assert sorted(loads) == sorted(ui_weights_dir / task for task in UI_TEST_MODELS)  # one load per task
+    for domain in ("painting", "calligraphy"):  # analysing uses the loaded models, never loads again
+        analyse_image(hub, png_bytes(scroll_image(64, 64)), domain)
+    assert len(loads) == len(UI_TEST_MODELS)
 
 
 def test_painting_analysis_has_chart_cam_and_attention(hub: ModelHub) -> None:
@@ -134,14 +159,40 @@ def test_explaining_another_class(hub: ModelHub) -> None:
     assert again.tasks[1].cam_target == first.tasks[1].label
 
 
-@pytest.mark.parametrize("data", [b"", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"hello, not an image"])
-def test_bad_upload_gives_the_one_line_message(hub: ModelHub, data: bytes) -> None:
-    with pytest.raises(ImageError) as caught:
+@pytest.fixture(scope="module")
+def app_upload(hub: ModelHub) -> Callable[[list[str]], list[Any]]:
+    """The app's upload event over ``hub``, storing into ``hub.data_dir``."""
+    return upload_handler(CurationActions(hub, CorrectionStore(hub.data_dir), AnalysedLog(hub.data_dir),
+                                          RetrainManager(hub.data_dir), Experts()))
+
+
+@pytest.mark.parametrize(("data", "message"), [(b"", "file is empty"),
+                                               (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not a recognised image"),
+                                               (b"hello, not an image", "not a recognised image")])
+def test_bad_upload_gives_the_one_line_message(hub: ModelHub, app_upload: Callable[[list[str]], list[Any]],
+                                               tmp_path: Path, data: bytes, message: str) -> None:
+    with pytest.raises(ImageError, match=message) as caught:
         analyse_image(hub, data, "painting")
-    with pytest.raises(ImageError) as expected:
+    with pytest.raises(ImageError, match=message) as expected:
         load_image(data)
     assert str(caught.value) == str(expected.value) and "\n" not in str(caught.value)
-    assert not (hub.data_dir / "images").exists()
+    upload = tmp_path / "upload.png"
+    upload.write_bytes(data)
+    before = stored_state(hub.data_dir)
+    _, status, *_ = app_upload([str(upload)])
+    assert str(caught.value) in status and "\n" not in status
+    assert stored_state(hub.data_dir) == before
+
+
+def test_a_good_upload_is_stored_by_the_same_event(hub: ModelHub, app_upload: Callable[[list[str]], list[Any]],
+                                                   tmp_path: Path) -> None:
+    """The control for the check above: the upload event does write to ``hub.data_dir``."""
+    upload = tmp_path / "good.png"
+    upload.write_bytes(png_bytes(scroll_image(120, 90, seed=11)))
+    before = stored_state(hub.data_dir)
+    app_upload([str(upload)])
+    images, _, log = stored_state(hub.data_dir)
+    assert len(images) == len(before[0]) + 1 and len(log.splitlines()) == len(before[2].splitlines()) + 2
 
 
 def test_zip_upload_lists_images_only(hub: ModelHub, tmp_path: Path) -> None:
@@ -166,7 +217,7 @@ def test_unreadable_zip_is_reported(tmp_path: Path) -> None:
     bad.write_bytes(b"PK\x03\x04 truncated")
     items, problems = expand_uploads([bad])
     assert items == [] and len(problems) == 1 and "broken.zip" in problems[0]
-    with pytest.raises(ImageError):
+    with pytest.raises(ImageError, match="cannot read a.png from the zip archive"):
         UploadItem("x.zip/a.png", bad, "a.png").read_bytes()
 
 

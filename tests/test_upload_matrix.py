@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,10 @@ from inkapp.curation.actions import CurationActions
 from inkapp.curation.analysis import analyse_image, analyse_loaded, load_upload
 from inkapp.ui.app import build_actions
 from inkapp.curation.uploads import UploadItem
+from inkapp.store.analysed import AnalysedLog
+from inkapp.store.corrections import CorrectionStore
 
+from app_handlers import upload_handler
 from conftest import TEST_UPLOAD_LIMIT_MB
 from upload_cases import BadUpload, GoodUpload, bad_uploads, good_uploads, stored_state
 
@@ -53,17 +57,24 @@ def _upload_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INKAPP_MAX_PIXELS", raising=False)
 
 
-def test_bad_uploads_give_one_line_messages_and_store_nothing(actions: CurationActions,
-                                                              bad: dict[str, BadUpload]) -> None:
-    before = stored_state(actions.store.data_dir)
+def test_bad_uploads_give_one_line_messages_and_store_nothing(actions: CurationActions, bad: dict[str, BadUpload],
+                                                              good: dict[str, GoodUpload], tmp_path: Path) -> None:
+    app_actions = CurationActions(actions.hub, CorrectionStore(tmp_path), AnalysedLog(tmp_path), actions.retrain,
+                                  Experts())
+    upload = upload_handler(app_actions)  # the app's own upload event, storing into tmp_path
+    before = stored_state(tmp_path)
     for name, case in bad.items():
-        with pytest.raises(ImageError) as caught:
+        with pytest.raises(ImageError, match=re.escape(case.message)) as caught:
             analyse_image(actions.hub, case.path)
         message = str(caught.value)
-        assert case.message in message and "\n" not in message and "Traceback" not in message, (name, message)
-        with pytest.raises(ImageError, match=case.message):  # the Analyse tab reads uploads the same way
-            load_upload(UploadItem(name, case.path).read_bytes(), name)
-    assert stored_state(actions.store.data_dir) == before
+        assert "\n" not in message and "Traceback" not in message, (name, message)
+        _, status, *_ = upload([str(case.path)])
+        assert name in status and case.message in status and "\n" not in status, status
+    assert stored_state(tmp_path) == before
+    name, case = next(iter(good.items()))  # the same event does store an acceptable upload
+    _, status, *_ = upload([str(case.path)])
+    images, _, log = stored_state(tmp_path)
+    assert name in status and len(images) == 1 and len(log.splitlines()) == 2, status
 
 
 def test_unusual_valid_uploads_are_analysed_and_recorded(actions: CurationActions,
