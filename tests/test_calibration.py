@@ -24,6 +24,9 @@ from inkapp.calibration.conformal import answer_sets, conformal_quantile, min_ca
 from inkapp.calibration.measures import expected_calibration_error, flag_threshold, reliability_bins, risk_coverage
 from inkapp.calibration.scaling import as_logits, fit_temperature
 from inkapp.calibration.section import calibration_section
+from inkapp.data.dataset import decode_canvases
+from inkapp.inference import Predictor
+from inkapp.paths import shipped_weights
 from inkapp.training.ship import CALIBRATION_END, CALIBRATION_START, calibration_markdown
 
 N = 3000
@@ -230,3 +233,48 @@ def test_section_writes_figures_and_the_readme_table(tmp_path, pair):
     assert text.startswith(CALIBRATION_START) and text.rstrip().endswith(CALIBRATION_END)
     assert f"{t['ece_after']:.4f}" in text and f"{t['sets']['coverage']:.1%}" in text
     assert "before: raw confidence < 0.9" in text
+
+
+SHIPPED_TASKS = ("painting-subject", "painting-technique", "calligraphy-script", "calligrapher", "domain")
+
+
+@pytest.mark.parametrize("task", SHIPPED_TASKS)
+def test_shipped_cards_carry_a_loadable_calibration(task):
+    card = json.loads((shipped_weights(task) / "card.json").read_text(encoding="utf-8"))
+    cal = Calibrator.from_card(card)
+    assert cal is not None and cal.level == CONFORMAL_LEVEL and cal.target_accuracy == TARGET_ACCURACY
+    t = card["calibration"]["test"]
+    assert t["n"] == card["metrics"]["n"] and sum(t["sets"]["size_counts"].values()) == t["n"]
+    for name in ("reliability.png", "risk_coverage.png"):
+        assert (shipped_weights(task) / name).read_bytes()[:4] == b"\x89PNG"
+    readme = (shipped_weights(task) / "README.md").read_text(encoding="utf-8")
+    assert readme.count(CALIBRATION_START) == 1 and f"{t['ece_after']:.4f}" in readme
+
+
+@pytest.mark.parametrize("task", ["domain", "painting-technique"])  # the two smallest splits; temperature and vector
+def test_shipped_calibration_figures_reproduce(task):
+    folder = shipped_weights(task)
+    split = json.loads((folder / "split.json").read_text(encoding="utf-8"))
+    repo = folder.parent.parent
+    if not (repo / split["test"][0]["path"]).exists():
+        pytest.skip(f"the labelled images of {task} (../shared/data) are not beside the repository")
+    predictor = Predictor.from_folder(folder, device="cpu")
+
+    def score(part: str) -> tuple[np.ndarray, np.ndarray]:
+        entries = split[part]
+        canvases, _ = decode_canvases([str(repo / e["path"]) for e in entries], predictor.preprocessor.size,
+                                      predictor.preprocessor.grayscale, progress=False)
+        return (predictor.probabilities(canvases).numpy(),
+                np.array([predictor.classes.index(e["label"]) for e in entries]))
+
+    section = predictor.card["calibration"]
+    shipped = Calibrator.from_card(predictor.card)
+    refit = Calibrator.fit(*score("val"))
+    assert refit.method == shipped.method
+    assert refit.quantile == pytest.approx(shipped.quantile, abs=2e-3)
+    test = shipped.evaluate(*score("test"), predictor.card["uncertainty_threshold"])
+    assert test["ece_after"] == pytest.approx(section["test"]["ece_after"], abs=2e-3)
+    for key in ("flagged", "errors", "errors_caught"):
+        assert test["flag"][key] == section["test"]["flag"][key]
+        assert test["old_flag"][key] == section["test"]["old_flag"][key]
+    assert test["sets"]["size_counts"] == section["test"]["sets"]["size_counts"]

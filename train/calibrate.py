@@ -26,7 +26,7 @@ import numpy as np
 from inkapp.calibration.section import calibration_section
 from inkapp.data.dataset import decode_canvases
 from inkapp.inference import Predictor
-from inkapp.models.serialization import atomic_write_text
+from inkapp.store.files import atomic_write_text
 from inkapp.paths import weights_root
 from inkapp.training.ship import CALIBRATION_END, CALIBRATION_START, calibration_markdown
 
