@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import threading
 import time
 import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ from inkapp.curation.analysis import load_upload
 from inkapp.curation.hub import ModelHub
 from inkapp.curation.pixels import PIXELS, PixelCache, ShownImage, decode_again, session_ttl_s
 from inkapp.curation.retrain import RetrainManager
-from inkapp.curation.uploads import UploadItem
+from inkapp.curation.uploads import MAX_ARCHIVE_PIXELS, UploadItem, expand_uploads, thumbnail, thumbnails
 from inkapp.data import images
 from inkapp.store.analysed import AnalysedLog
 from inkapp.store.corrections import CorrectionError, CorrectionStore, clean_text, unescape_cell
@@ -325,3 +327,44 @@ def test_compare_endpoint_over_http_refuses_a_foreign_folder(launched_app: Launc
         _, message = client.predict("painting-subject", value, api_name="/compare_candidate")
         assert "is not a candidate of task painting-subject" in message
     assert sorted(p.name for p in outside.iterdir()) == before
+
+
+# ---------------------------------------------------------------- work multiplied by archives
+
+def test_archive_over_the_pixel_budget_is_truncated_with_a_message(tmp_path: Path) -> None:
+    """Seven 64-megapixel PNGs in a zip of a few hundred kilobytes: 448 MP > 400 MP."""
+    buf = io.BytesIO()
+    Image.new("L", (8000, 8000), 255).save(buf, "PNG")
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(7):
+            zf.writestr(f"page{i}.png", buf.getvalue())
+    assert archive.stat().st_size < 2 * 2**20
+    items, problems = expand_uploads([archive])
+    assert [i.member for i in items] == [f"page{i}.png" for i in range(6)]
+    assert problems == ["bomb.zip: only the first 6 of 7 images kept (the archive's images may hold "
+                        f"{MAX_ARCHIVE_PIXELS / 1e6:g} megapixels in all)"]
+
+
+def test_archive_members_with_unreadable_headers_count_as_the_pixel_limit(tmp_path: Path) -> None:
+    archive = tmp_path / "junk.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(8):
+            zf.writestr(f"{i}.jpg", b"not an image at all")
+    items, problems = expand_uploads([archive])
+    assert len(items) == MAX_ARCHIVE_PIXELS // images.effective_max_pixels() == 5
+    assert "only the first 5 of 8 images kept" in problems[0]
+
+
+def test_previews_use_reduced_decodes_and_a_time_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "scroll.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (1000, 1500, 3), dtype=np.uint8)).save(path, quality=90)
+    slots = images.DecodeSlots(1, min_pixels=1_000_000)
+    monkeypatch.setattr(images, "LARGE_DECODES", slots)
+    preview, caption = thumbnail(UploadItem("scroll.jpg", path))
+    assert caption == "scroll.jpg" and max(preview.size) == 192
+    assert slots.peak == 0  # draft mode decoded at most 1/4 of the 1.5 MP, below the slot threshold
+    images.load_image(path)
+    assert slots.peak == 1  # a full decode of the same file takes a slot
+    tiles = thumbnails([UploadItem("scroll.jpg", path)] * 3, budget_s=0.0)
+    assert [c for _, c in tiles] == ["scroll.jpg (no preview)"] * 3

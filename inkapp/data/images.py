@@ -52,7 +52,7 @@ FORMAT_EXTENSIONS: dict[str, str] = {
     "GIF": "gif",
     "BMP": "bmp",
 }
-_OPEN_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP")  # MPO is opened via JPEG
+OPEN_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP")  # MPO is opened via JPEG
 _SUPPORTED = "JPEG, PNG, TIFF, WebP, GIF, BMP"
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -308,10 +308,15 @@ def decode_image(
     *,
     max_bytes: int | None = None,
     max_pixels: int | None = None,
+    reduce_to: int | None = None,
 ) -> tuple[Image.Image, str]:
     """Decode ``source`` like :func:`load_image` and also return Pillow's format name.
 
     The format name (e.g. ``"JPEG"``, ``"PNG"``) is a key of :data:`FORMAT_EXTENSIONS`.
+    With ``reduce_to`` (pixels) the result is a preview whose longest side is at most
+    ``reduce_to``: JPEGs are decoded in draft mode (libjpeg's DCT scaling, 1/2 to 1/8 of
+    the size, several times faster and smaller); other formats are decoded in full and
+    shrunk. All checks (size, pixel limit, truncation) are the same.
     """
     byte_limit = effective_max_bytes(max_bytes)
     pixel_limit = effective_max_pixels(max_pixels)
@@ -324,7 +329,7 @@ def decode_image(
     try:
         with _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+            im = Image.open(io.BytesIO(data), formats=OPEN_FORMATS)
     except UnidentifiedImageError:
         raise ImageError(f"not a recognised image (supported: {_SUPPORTED})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -346,8 +351,12 @@ def decode_image(
                    else _jpeg_problem(data) if fmt in ("JPEG", "MPO") else None)
         if problem:
             raise ImageError(problem)
-        with LARGE_DECODES.hold(w * h):
+        if reduce_to is not None and fmt in ("JPEG", "MPO"):
+            im.draft(im.mode, (reduce_to, reduce_to))  # decoded size: at least reduce_to a side
+        with LARGE_DECODES.hold(im.width * im.height):
             out = _decode_opened(im, fmt)
+        if reduce_to is not None:
+            out.thumbnail((reduce_to, reduce_to))
     finally:
         im.close()
     return out, fmt

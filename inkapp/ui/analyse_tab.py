@@ -19,7 +19,7 @@ from inkapp.curation.pixels import PIXELS, ShownImage, decode_again, session_ttl
 from inkapp.explain.cam import CAM_METHODS
 from inkapp.tasks import get as get_task
 from inkapp.curation.domain import AUTO, DOMAINS
-from inkapp.curation.uploads import UPLOAD_TYPES, UploadItem, expand_uploads
+from inkapp.curation.uploads import UPLOAD_TYPES, UploadItem, expand_uploads, thumbnails
 
 from inkapp.curation.review import pending_review
 from inkapp.tasks import DOMAIN_TASK, class_name
@@ -29,7 +29,6 @@ from .i18n import I18N, Relabel, pick, t
 from .result_html import both_names, researcher_notes, scroll_html, summary_html
 from .signin import SignIn
 
-THUMBNAIL_SIDE = 192
 
 
 @dataclass
@@ -114,16 +113,6 @@ def label_choices(task: str, classes: tuple[str, ...] | list[str], card: dict[st
 def task_choices(tasks: list[str], lang: str) -> list[tuple[str, str]]:
     """(task title in ``lang``, task key) choices."""
     return [(pick((get_task(k).title.en, get_task(k).title.zh), lang), k) for k in tasks]
-
-
-def _thumbnail(item: UploadItem) -> tuple[Image.Image, str]:
-    """A small preview of an upload; a grey tile with the reason for a bad file."""
-    try:
-        image = load_upload(item.read_bytes(), item.name).display
-        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-        return image, item.name
-    except ImageError as err:
-        return Image.new("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE), (200, 200, 200)), f"{item.name}: {err}"
 
 
 @dataclass
@@ -245,7 +234,7 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
         out = render(state, domain_choice, method, alpha, lang)
         if problems:
             out[0] = "  \n".join([*problems, out[0]])
-        return [[_thumbnail(i) for i in items], *out]
+        return [thumbnails(items), *out]
 
     def on_select(evt: gr.SelectData, domain_choice: str, method: str, alpha: float, lang: str,
                   state: AnalyseSession) -> list[Any]:
