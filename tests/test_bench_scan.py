@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +87,13 @@ def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
     figures = doc["models"][TASK]
     for key in MODEL_FIGURES:
         assert key in figures, key
-    for key in ("forward_over_baseline", "analysis_over_baseline", "scan_over_baseline_throughput"):
-        assert figures["ratios"][key] > 0
+    ratios, last_batch = figures["ratios"], str(doc["settings"]["batch_sizes"][-1])
+    assert ratios["forward_over_baseline"] == pytest.approx(figures["forward_ms"] / figures["baseline_forward_ms"])
+    assert ratios["analysis_over_baseline"] == pytest.approx(figures["analysis_ms"] / figures["baseline_forward_ms"])
+    assert ratios["scan_over_baseline_throughput"] == pytest.approx(
+        figures["scan_throughput_ips"] / figures["baseline_throughput_ips"][last_batch])
+    assert set(figures["throughput_ips"]) == {str(b) for b in doc["settings"]["batch_sizes"]}
+    assert figures["analysis_ms"] > figures["forward_ms"]  # an analysis is a forward plus a backward pass and more
     assert set(figures["analysis_breakdown_ms"]) == {"decode", "analyse", "overlay"}
     assert set(figures["options"]) == {"channels_last", "jpeg_draft", "display_copy"}
     assert figures["options"]["channels_last"]["max_prob_diff"] < 1e-3
@@ -98,8 +102,14 @@ def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
     assert doc["cold_start_s"] is None and "cold_start_s" in doc["reasons"]  # skipped by --quick
     assert doc["peak_rss_mb"] > 0
     assert "missing_models" in doc["reasons"]  # only one of the four tasks has weights
-    checked = {c["figure"] for c in doc["checks"]}
-    assert {f"{TASK}.{k}" for k in TARGETS if k in figures["ratios"]} | {"cold_start_s", "peak_rss_mb"} == checked
+    checked = {c["figure"]: c for c in doc["checks"]}
+    assert {f"{TASK}.{k}" for k in TARGETS if k in figures["ratios"]} | {"cold_start_s", "peak_rss_mb"} == set(checked)
+    for name, (comparison, limit) in TARGETS.items():  # each check compares its figure with its target
+        check = checked[f"{TASK}.{name}" if name in ratios else name]
+        value = ratios[name] if name in ratios else doc[name]
+        assert check["value"] == value and check["target"] == f"{comparison} {limit:g}"
+        expected = None if value is None else (value <= limit if comparison == "<=" else value >= limit)
+        assert check["pass"] is expected, check
 
 
 def test_scan_equals_predict_and_reports_bad_files(tmp_path: Path, model: Path,
@@ -148,25 +158,35 @@ def test_repair_csv_cuts_a_torn_tail(tmp_path: Path) -> None:
         repair_csv(other, header)
 
 
+#: Runs ``inkapp scan`` (argv[2:]) and SIGKILLs its process group, decoding worker included,
+#: when the model is about to score batch number argv[1] (0-based): a kill at a known point.
+_KILLED_SCAN = """
+import os, signal, sys
+from inkapp.cli import main
+from inkapp.inference import Predictor
+real, scored = Predictor.probabilities, [0]
+def probabilities(self, *args, **kwargs):
+    if scored[0] == int(sys.argv[1]):
+        os.killpg(0, signal.SIGKILL)
+    scored[0] += 1
+    return real(self, *args, **kwargs)
+Predictor.probabilities = probabilities
+sys.exit(main(sys.argv[2:]))
+"""
+KILL_AT_BATCH = 5
+
+
 @pytest.mark.slow
 def test_scan_resumes_after_being_killed(tmp_path: Path, model: Path) -> None:
     folder = tmp_path / "collection"
-    paths = make_collection(folder, 40)
+    paths = make_collection(folder, 12)
     out = tmp_path / "results.csv"
-    proc = subprocess.Popen([sys.executable, *scan_cmd(folder, model, out, "--batch-size", "1", "--workers", "1")],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if out.exists() and out.read_bytes().count(b"\n") >= 6:  # header + 5 rows
-                break
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)  # the scan and its decoding worker, mid-run
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the scan finished before it could be killed"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_SCAN, str(KILL_AT_BATCH),
+                             *scan_cmd(folder, model, out, "--batch-size", "1", "--workers", "1")[2:]],
+                            env=ENV, capture_output=True, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     partial = read_rows(out)
-    assert 5 <= len(partial) < len(paths)
+    assert [r["path"] for r in partial] == sorted(paths)[:KILL_AT_BATCH]  # a row per scored batch of one, in order
     with open(out, "a", encoding="utf-8") as fh:  # what a kill in the middle of a write leaves
         fh.write(f"{paths[-1]},0123abc,lands")
 
