@@ -106,6 +106,7 @@ def _predict(args: argparse.Namespace) -> int:
         where = {"image": item.source} if item.target.startswith("file:") else {
             "image": item.target_with_region, "source": item.source, "name": item.name}
         print(json.dumps({**where, "task": predictor.task, "label": p.label, "confidence": round(p.confidence, 6),
+                          "uncertain": p.uncertain, "answer_set": list(p.answer_set),
                           "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()}}, ensure_ascii=False),
               flush=True)
         results.append(r)

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from inkapp.calibration import Calibrator
 from inkapp.data.preprocess import Preprocessor, normalise
 from inkapp.device import default_device
 from inkapp.explain.cam import class_activation_map
@@ -37,10 +38,14 @@ class Prediction:
     """One image's prediction.
 
     ``label`` — the arg-max class; ``confidence`` — its probability in [0, 1];
-    ``probabilities`` — class -> probability (sums to 1, in card order);
-    ``uncertain`` — the confidence is below the card's ``uncertainty_threshold``
-    (always False when the card has none); ``dynasty`` — the label's dynasty from the
-    card's ``dynasty`` table, if any.
+    ``probabilities`` — class -> probability (sums to 1, in card order). When the card
+    carries a ``calibration`` section these are the calibrated probabilities
+    (:class:`inkapp.calibration.Calibrator`), ``uncertain`` is its flag (calibrated
+    confidence below the threshold chosen for 97 % accuracy on what is not flagged) and
+    ``answer_set`` its conformal set (class keys, most likely first); without one,
+    ``uncertain`` compares the raw confidence with the card's ``uncertainty_threshold``
+    and ``answer_set`` is empty. ``dynasty`` — the label's dynasty from the card's
+    ``dynasty`` table, if any.
     """
 
     label: str
@@ -48,6 +53,7 @@ class Prediction:
     probabilities: dict[str, float]
     uncertain: bool
     dynasty: str | None = None
+    answer_set: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,9 @@ class Predictor:
         threshold = card.get("uncertainty_threshold")
         self.uncertainty_threshold: float | None = None if threshold is None else float(threshold)
         self.dynasties: dict[str, str] = dict(card.get("dynasty") or {})
+        self.calibrator = Calibrator.from_card(card)
+        if self.calibrator is not None and self.calibrator.threshold is not None:
+            self.uncertainty_threshold = float(self.calibrator.threshold)
         self._cam_lock = threading.Lock()
 
     @classmethod
@@ -112,18 +121,25 @@ class Predictor:
         through :func:`inkapp.scoring.score_canvases` (the card's test-time views). Thread-safe."""
         return score_canvases(self.model, canvases, self.scoring, self.device, batch_size)
 
-    def _prediction(self, probs: np.ndarray) -> Prediction:
-        """K probabilities -> :class:`Prediction`."""
+    def prediction(self, probs: np.ndarray) -> Prediction:
+        """K raw probabilities -> :class:`Prediction` (calibrated when the card says how)."""
+        answer: tuple[str, ...] = ()
+        if self.calibrator is not None:
+            probs = self.calibrator.probabilities(probs[None])[0]
+            uncertain = bool(self.calibrator.uncertain(probs[None])[0])
+            answer = tuple(self.classes[i] for i in self.calibrator.answer_sets(probs[None])[0])
         best = int(np.argmax(probs))
         confidence = float(probs[best])
         label = self.classes[best]
-        uncertain = self.uncertainty_threshold is not None and confidence < self.uncertainty_threshold
+        if self.calibrator is None:
+            uncertain = self.uncertainty_threshold is not None and confidence < self.uncertainty_threshold
         return Prediction(
             label=label,
             confidence=confidence,
             probabilities={c: float(p) for c, p in zip(self.classes, probs)},
             uncertain=uncertain,
             dynasty=self.dynasties.get(label),
+            answer_set=answer,
         )
 
     def predict(self, images: list[Image.Image], batch_size: int = 16) -> list[Prediction]:
@@ -135,7 +151,7 @@ class Predictor:
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             canvases = torch.stack([self.preprocessor.canvas(img)[0] for img in images[start:start + batch_size]])
-            out.extend(self._prediction(p) for p in self.probabilities(canvases, batch_size).numpy())
+            out.extend(self.prediction(p) for p in self.probabilities(canvases, batch_size).numpy())
         return out
 
     def class_index(self, target: str | int) -> int:
@@ -191,7 +207,7 @@ class Predictor:
         gates = {name: float(attention[name].mean()) for name, info in infos.items()
                  if info.kind == "gate" and name in attention}
         return Analysis(
-            prediction=self._prediction(probs),
+            prediction=self.prediction(probs),
             cam=crop_to_image(result.heat[0], box, size),
             cam_target=self.classes[result.targets[0]],
             cam_method=cam_method,

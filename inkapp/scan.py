@@ -9,7 +9,10 @@
   float rounding, < 1e-6: both use :meth:`inkapp.inference.Predictor.probabilities`, which keeps channels-last
   memory format, which is faster for batches on CPU and GPU).
 * One row per image: ``path`` (relative to ``DIR``, ``/``-separated), ``sha256``,
-  ``label``, ``confidence``, one ``p_<class>`` column per class (card order), ``error``.
+  ``label``, ``confidence``, ``uncertain`` (``true``/``false``), ``answer_set`` (class
+  keys joined by ``|``), one ``p_<class>`` column per class (card order), ``error`` — the
+  probabilities, flag and set calibrated as the card says
+  (:meth:`inkapp.inference.Predictor.prediction`), exactly as ``inkapp predict`` prints them.
   A file that cannot be read or decoded gets a row with empty prediction fields and the
   one-line error message; it never stops the scan.
 * Resumable: rows already in the output are skipped; rows are appended, each written
@@ -42,7 +45,7 @@ from inkapp.device import default_device, init_distributed, usable_cores
 from inkapp.inference import Predictor
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".gif", ".bmp"})
-FIXED_COLUMNS = ("path", "sha256", "label", "confidence")
+FIXED_COLUMNS = ("path", "sha256", "label", "confidence", "uncertain", "answer_set")
 ERROR_COLUMN = "error"
 PROBABILITY_PREFIX = "p_"
 PART_SUFFIX = ".part"
@@ -184,16 +187,17 @@ def _rows(predictor: Predictor, paths: Sequence[str],
     indices, canvases, digests, errors = batch
     good = [i for i, e in enumerate(errors) if not e]
     probs = predictor.probabilities(canvases[good]) if good else torch.empty(0, len(predictor.classes))
-    by_position = dict(zip(good, probs.tolist()))
-    empty = [""] * (len(predictor.classes) + 2)
+    by_position = dict(zip(good, probs.numpy()))
+    empty = [""] * (len(predictor.classes) + len(FIXED_COLUMNS) - 2)
     rows = []
     for i, (index, digest, error) in enumerate(zip(indices.tolist(), digests, errors)):
-        p = by_position.get(i)
-        if p is None:
+        raw = by_position.get(i)
+        if raw is None:
             fields = empty
         else:
-            best = max(range(len(p)), key=p.__getitem__)
-            fields = [predictor.classes[best], f"{p[best]:.6f}", *(f"{v:.6f}" for v in p)]
+            p = predictor.prediction(raw)  # calibrated probabilities, flag and answer set as the card says
+            fields = [p.label, f"{p.confidence:.6f}", str(p.uncertain).lower(), "|".join(p.answer_set),
+                      *(f"{p.probabilities[c]:.6f}" for c in predictor.classes)]
         rows.append([paths[index], digest, *fields, error])
     return rows
 

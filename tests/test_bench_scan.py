@@ -145,7 +145,7 @@ def test_repair_csv_cuts_a_torn_tail(tmp_path: Path) -> None:
     header = columns(CLASSES)
     out = tmp_path / "r.csv"
     assert repair_csv(out, header) == set()
-    whole = "a.jpg,ff,figure,0.5,0.5,0.25,0.25,\n"
+    whole = "a.jpg,ff,figure,0.5,false,figure,0.5,0.25,0.25,\n"
     out.write_text(out.read_text() + whole + "b.jpg,ff,fig")
     assert repair_csv(out, header) == {"a.jpg"}
     assert out.read_text().endswith(whole)
