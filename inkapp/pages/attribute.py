@@ -1,7 +1,10 @@
 """Attribute a page to a master by the votes of its characters; abstain when weak.
 
 Rule (stated, as the issue asks): every found character is classified by the
-calligrapher model on its 64×64 crop (:mod:`inkapp.pages.crops`). The page score of a
+calligrapher model on its 64×64 crop (:mod:`inkapp.pages.crops`). An image whose long
+side is ≤ :data:`SINGLE_CHARACTER_SIDE` px is one character and goes to the model
+whole, exactly as ``inkapp predict`` sends it (re-framing a lone character costs the
+shipped model ~9 points, see :mod:`inkapp.pages.crops`). The page score of a
 master is the **sum of the characters' log-probabilities** for that master, each
 probability floored at :data:`CHAR_PROB_FLOOR` (0.02), and the page probabilities are
 the softmax of those sums — the product rule of independent votes, where the floor
@@ -43,6 +46,7 @@ from inkapp.pages.layout import Box, character_boxes
 
 CHAR_PROB_FLOOR = 0.02
 MAX_CHARACTERS = 128  # characters classified per page; more are sampled evenly in reading order
+SINGLE_CHARACTER_SIDE = 128  # px: an image this small (≤ 2× the 64 px training characters) is one character
 MAX_COLOURFUL = 0.10  # fraction of strongly coloured (non-seal) pixels above which a page is not calligraphy
 REGULAR = "kaishu_regular"
 REASONS: dict[str, str] = {
@@ -166,6 +170,12 @@ def decide(page_probabilities: dict[str, float], n_characters: int, script_regul
     return best, "attributed"
 
 
+def _ink_box(ink: np.ndarray) -> Box:
+    """The box around all the ink of a non-empty mask."""
+    ys, xs = np.nonzero(ink)
+    return Box(int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+
+
 def _evenly(n: int, k: int) -> list[int]:
     """k indices spread evenly over range(n) (all of them when n ≤ k)."""
     return list(range(n)) if n <= k else np.linspace(0, n - 1, k).round().astype(int).tolist()
@@ -181,9 +191,13 @@ def attribute_page(image: Image.Image, calligrapher: Predictor, script: Predicto
     this many characters are classified, spread evenly in reading order."""
     settings = settings or PageSettings.from_card(calligrapher.card)
     page = find_ink(image)
-    boxes, layout = character_boxes(page.ink)
-    chosen = [boxes[i] for i in _evenly(len(boxes), max_characters)]
-    crops = [character_crop(page, b) for b in chosen]
+    if max(image.size) <= SINGLE_CHARACTER_SIDE:  # one character, classified whole as by `inkapp predict`
+        layout, boxes = "columns", [_ink_box(page.ink)] if page.ink.any() else []
+        chosen, crops = boxes, [image.convert("L")] * len(boxes)
+    else:
+        boxes, layout = character_boxes(page.ink)
+        chosen = [boxes[i] for i in _evenly(len(boxes), max_characters)]
+        crops = [character_crop(page, b) for b in chosen]
     predictions = calligrapher.predict(crops, batch_size=64) if crops else []
     characters = [PageCharacter(b.scaled(1 / page.scale), crop, p.label, p.confidence, p.probabilities)
                   for b, crop, p in zip(chosen, crops, predictions)]

@@ -158,6 +158,8 @@ def _drop_specks(boxes: list[Box]) -> list[Box]:
 def character_boxes(ink: np.ndarray) -> tuple[list[Box], str]:
     """Character boxes of a bool H×W ink mask in reading order, and the layout
     (``"columns"`` or ``"rows"``); see the module docstring for the rules."""
+    if not ink.any():
+        return [], "columns"
     row_lines = _lines(ink)
     col_lines = _lines(ink.T)  # columns of the page are rows of the transpose
     rows = _drop_specks([b for _, line in row_lines for b in line])
