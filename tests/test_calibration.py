@@ -278,3 +278,17 @@ def test_shipped_calibration_figures_reproduce(task):
         assert test["flag"][key] == section["test"]["flag"][key]
         assert test["old_flag"][key] == section["test"]["old_flag"][key]
     assert test["sets"]["size_counts"] == section["test"]["sets"]["size_counts"]
+
+
+def test_review_queue_orders_by_answer_set_size_then_confidence() -> None:
+    from inkapp.curation.review import pending_review
+
+    records = [
+        {"task": "t", "image_sha256": "a", "confidence": 0.40, "answer_set": ["x"]},
+        {"task": "t", "image_sha256": "b", "confidence": 0.90, "answer_set": ["x", "y"]},
+        {"task": "t", "image_sha256": "c", "confidence": 0.55, "answer_set": ["x", "y"]},
+        {"task": "t", "image_sha256": "d", "confidence": 0.30},
+        {"task": "t", "image_sha256": "e", "confidence": 0.20, "answer_set": ["x"]},
+    ]
+    queue = pending_review(records, [{"task": "t", "image_sha256": "e"}])
+    assert [r["image_sha256"] for r in queue] == ["c", "b", "d", "a"]

@@ -119,6 +119,7 @@ class CurationActions:
                 already_logged.add(key)
                 records.append({"image_sha256": sha, "image_path": rel, "name": loaded.name, "task": view.task,
                                 "predicted_label": view.label, "confidence": round(view.confidence, 6),
+                                "answer_set": list(view.answer_set),
                                 "model_version": view.model_version})
         self.analysed_log.append(records)
         return current

@@ -72,6 +72,7 @@ class TaskView:
     label: str = ""
     confidence: float = 0.0
     uncertain: bool = False
+    answer_set: tuple[str, ...] = ()  # the conformal set (class keys, most likely first), when calibrated
     threshold: float | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
     dynasties: list[tuple[str, float]] = field(default_factory=list)
@@ -186,6 +187,7 @@ def _task_view(predictor: Predictor, result: Analysis, display: Image.Image, opa
         label=p.label,
         confidence=p.confidence,
         uncertain=p.uncertain,
+        answer_set=p.answer_set,
         threshold=predictor.uncertainty_threshold,
         probabilities=dict(p.probabilities),
         dynasties=dynasty_probabilities(p.probabilities, predictor.dynasties),
