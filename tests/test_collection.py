@@ -20,7 +20,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from inkapp.cli import main as cli_main
-from inkapp.collection.duplicates import duplicate_pairs, index_scan
+from inkapp.collection.duplicates import duplicate_pairs, index_scan, threshold_for
 from inkapp.collection.similar import collection_index, index_analysed, similar_works, GENERIC_INDEX
 from inkapp.collection.suspects import (NOTE_KEPT, NOTE_RELABELLED, Suspect, decide_suspect, load_suspects,
                                         out_of_fold_probabilities, suspect_queue, suspects_from)
@@ -249,6 +249,11 @@ def test_scan_duplicates_pairs_the_copy_and_flags_disagreeing_labels(
                               other if side.label == pair.a.label else pair.a.label, "expert", "", "", predictor.classes)
     flagged = duplicate_pairs(TASK, data_dir=data, threshold=0.9)
     assert len(flagged) == 1 and flagged[0].labels_disagree and flagged[0].to_dict()["labels_disagree"] is True
+    # by default the calligraphy threshold applies, with or without the task
+    assert threshold_for(TASK) == 0.95 and threshold_for("painting-subject") == 0.85
+    strict = [(p.a.sha256, p.b.sha256) for p in flagged if p.similarity >= 0.95]
+    assert [(p.a.sha256, p.b.sha256) for p in duplicate_pairs(TASK, data_dir=data)] == strict
+    assert [(p.a.sha256, p.b.sha256) for p in duplicate_pairs(data_dir=data)] == strict
     # scanning again embeds nothing new and finds the same pair
     assert index_scan(collection, out, TASK, data_dir=data, predictor=predictor)[0] == shas
     assert len(collection_index(TASK, data)) == 9

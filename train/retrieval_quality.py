@@ -19,8 +19,10 @@ of ``weights/<task>/split.json`` (never seen in training) are put in a
   de-duplicated by perceptual hash) at or above the threshold, and the 99th percentile
   of every image's similarity to its nearest distinct image.
 
-Thresholds reported: the duplicate threshold in use (:data:`DEFAULT_THRESHOLD`), and
-per embedder the threshold that maximises F1 of "copy vs distinct nearest neighbour".
+Thresholds reported: the duplicate threshold in use for the task's domain
+(:func:`inkapp.collection.duplicates.threshold_for`), per embedder the threshold that
+maximises F1 of "copy vs distinct nearest neighbour", and copy recall / false pairs
+over a sweep of thresholds.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from inkapp.collection.duplicates import DEFAULT_THRESHOLD
+from inkapp.collection.duplicates import THRESHOLDS, threshold_for
 from inkapp.collection.embed import GenericEmbedder, TaskEmbedder
 from inkapp.data.images import load_image, sha256_file
 from inkapp.inference import Predictor
@@ -44,6 +46,7 @@ from inkapp.store.vectors import VectorIndex
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["painting-subject", "painting-technique", "calligraphy-script", "calligrapher"]
 K = 5
+SWEEP = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97)
 
 
 def _jpeg(img: Image.Image, quality: int) -> Image.Image:
@@ -74,7 +77,7 @@ def best_f1_threshold(copies: np.ndarray, distinct: np.ndarray) -> tuple[float, 
 
 
 def evaluate(name: str, space: str, originals: np.ndarray, queries: dict[str, np.ndarray], shas: list[str],
-             labels: list[str], folder: Path) -> dict:
+             labels: list[str], folder: Path, threshold: float) -> dict:
     """Figures for one embedder on one task (see the module docstring)."""
     index = VectorIndex(folder, name)
     index.add(shas, originals, [{"label": lab} for lab in labels], space)
@@ -93,15 +96,17 @@ def evaluate(name: str, space: str, originals: np.ndarray, queries: dict[str, np
         copies_all.append(to_original)
         out[f"near_duplicate_{kind}"] = {
             "recall_at_1": round(float(np.mean([h[0].sha256 == shas[i] for i, h in enumerate(hits)])), 4),
-            "recall_at_threshold": round(float(np.mean(to_original >= DEFAULT_THRESHOLD)), 4),
+            "recall_at_threshold": round(float(np.mean(to_original >= threshold)), 4),
             "similarity_to_original_p5": round(float(np.percentile(to_original, 5)), 4),
             "similarity_to_original_median": round(float(np.median(to_original)), 4)}
     copies = np.concatenate(copies_all)
     distinct = np.asarray(nearest_distinct)
-    out["near_duplicate_recall_at_threshold"] = round(float(np.mean(copies >= DEFAULT_THRESHOLD)), 4)
-    out["false_pairs_at_threshold"] = len(index.pairs_above(DEFAULT_THRESHOLD))
+    out["near_duplicate_recall_at_threshold"] = round(float(np.mean(copies >= threshold)), 4)
+    out["false_pairs_at_threshold"] = len(index.pairs_above(threshold))
     out["nearest_distinct_similarity_p99"] = round(float(np.percentile(distinct, 99)), 4)
     out["best_f1_threshold"], out["best_f1"] = best_f1_threshold(copies, distinct)
+    out["threshold_sweep"] = {f"{t:.2f}": {"copy_recall": round(float(np.mean(copies >= t)), 4),
+                                           "false_pairs": len(index.pairs_above(t))} for t in SWEEP}
     out["n"] = n
     return out
 
@@ -116,13 +121,14 @@ def run_task(task: str, generic: GenericEmbedder, folder: Path) -> dict:
     altered = [variants(im) for im in images]
     kinds = list(altered[0])
     task_embedder = TaskEmbedder(Predictor.from_folder(ROOT / "weights" / task, "cpu"))
-    result = {"task": task, "n_test": len(rows), "threshold": DEFAULT_THRESHOLD}
+    threshold = threshold_for(task)
+    result = {"task": task, "n_test": len(rows), "threshold": threshold}
     for label, embed, space in (
             ("task_model", task_embedder.embed, task_embedder.name),
             ("generic", generic.embed, generic.name)):
         originals = embed(images)
         queries = {k: embed([a[k] for a in altered]) for k in kinds}
-        result[label] = evaluate(f"{task}-{label}", space, originals, queries, shas, labels, folder)
+        result[label] = evaluate(f"{task}-{label}", space, originals, queries, shas, labels, folder, threshold)
         print(json.dumps({"task": task, "embedder": label, **result[label]}), flush=True)
     return result
 
@@ -135,7 +141,7 @@ def main() -> int:
     generic = GenericEmbedder()
     with tempfile.TemporaryDirectory() as tmp:
         results = [run_task(t, generic, Path(tmp)) for t in args.tasks]
-    doc = {"split": "test part of weights/<task>/split.json", "k": K, "duplicate_threshold": DEFAULT_THRESHOLD,
+    doc = {"split": "test part of weights/<task>/split.json", "k": K, "duplicate_thresholds": THRESHOLDS,
            "tasks": results}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

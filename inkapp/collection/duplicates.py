@@ -2,7 +2,7 @@
 
 A pair is two stored images whose generic embeddings
 (:class:`~inkapp.collection.embed.GenericEmbedder`) have cosine similarity at least
-``threshold``. :data:`DEFAULT_THRESHOLD` comes from ``train/retrieval_quality.py``
+a threshold. :data:`THRESHOLDS` (per domain) come from ``train/retrieval_quality.py``
 (``docs/results/retrieval.json``): re-encoded, resized and cropped copies of test
 images against each test image's nearest distinct test image. For a task, a pair whose
 labels differ (expert correction, else the stored label) is flagged
@@ -21,8 +21,29 @@ from inkapp.collection.similar import (GENERIC_INDEX, Neighbour, add_embeddings,
                                        expert_labels, generic_embedder, generic_meta, neighbour, task_embedder)
 from inkapp.inference import Predictor
 from inkapp.paths import data_dir as default_data_dir
+from inkapp.tasks import get as get_task
 
-DEFAULT_THRESHOLD = 0.85
+#: Cosine threshold of a near-duplicate pair, by domain: paintings differ a lot to an
+#: ImageNet network, calligraphy (black strokes on paper) much less, so it needs a higher
+#: one (``docs/results/retrieval.json``: copy recall and false pairs per threshold).
+THRESHOLDS: dict[str, float] = {"painting": 0.85, "calligraphy": 0.95}
+#: For an image seen under no known task: the strictest threshold.
+DEFAULT_THRESHOLD = max(THRESHOLDS.values())
+
+
+def threshold_for(task: str | None) -> float:
+    """The near-duplicate threshold of ``task``'s domain (:data:`DEFAULT_THRESHOLD` for
+    None or a task outside the registry)."""
+    try:
+        return THRESHOLDS.get(get_task(task).domain, DEFAULT_THRESHOLD) if task else DEFAULT_THRESHOLD
+    except ValueError:
+        return DEFAULT_THRESHOLD
+
+
+def _pair_threshold(meta_a: dict[str, str], meta_b: dict[str, str]) -> float:
+    """The strictest domain threshold among the tasks either image was seen under."""
+    tasks = {k.split(":", 1)[1] for meta in (meta_a, meta_b) for k in meta if k.startswith("label:")}
+    return max((threshold_for(t) for t in tasks), default=DEFAULT_THRESHOLD)
 
 
 @dataclass(frozen=True)
@@ -45,18 +66,25 @@ class DuplicatePair:
 
 
 def duplicate_pairs(task: str | None = None, data_dir: str | Path | None = None, among: Iterable[str] | None = None,
-                    threshold: float = DEFAULT_THRESHOLD) -> list[DuplicatePair]:
+                    threshold: float | None = None) -> list[DuplicatePair]:
     """Near-duplicate pairs in the collection with at least one image in ``among``
     (sha256s; default every stored image), most similar first. With ``task``, each side
-    carries its label for that task and disagreeing labels are flagged."""
-    if not -1.0 <= threshold <= 1.0:
+    carries its label for that task and disagreeing labels are flagged. ``threshold``
+    (cosine) defaults to :func:`threshold_for` ``task`` or, without a task, to the
+    strictest domain threshold of the tasks each pair was seen under."""
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     index = collection_index(GENERIC_INDEX, root)
     items = index.items()
     experts = expert_labels(task, root) if task else {}
+    if threshold is None and task:
+        threshold = threshold_for(task)
     out = []
-    for sha_a, sha_b, sim in index.pairs_above(threshold, None if among is None else list(among)):
+    for sha_a, sha_b, sim in index.pairs_above(min(THRESHOLDS.values()) if threshold is None else threshold,
+                                               None if among is None else list(among)):
+        if threshold is None and sim < _pair_threshold(items[sha_a], items[sha_b]):
+            continue
         a = neighbour(sha_a, sim, items[sha_a], experts, root, task)
         b = neighbour(sha_b, sim, items[sha_b], experts, root, task)
         out.append(DuplicatePair(a, b, sim, bool(a.label and b.label and a.label != b.label)))

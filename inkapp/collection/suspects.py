@@ -61,6 +61,11 @@ class Suspect:
     quality: float
     probabilities: dict[str, float]
 
+    def absolute_path(self) -> Path:
+        """Where to read the image: ``image_path`` resolved against the repository root."""
+        path = Path(self.image_path)
+        return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, groups: Sequence[int], folds: int = 5,
                               seed: int = 0) -> np.ndarray:
@@ -174,9 +179,7 @@ def decide_suspect(suspect: Suspect, task: str, label: str, expert: str, classes
     out-of-fold view. Returns the row written; raises CorrectionError for a bad label."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     store = CorrectionStore(root)
-    source = Path(suspect.image_path)
-    source = source if source.is_absolute() else REPO_ROOT / source
-    sha, rel = store.store_image(source.read_bytes())
+    sha, rel = store.store_image(suspect.absolute_path().read_bytes())
     if sha != suspect.sha256:
         raise ValueError(f"{suspect.image_path} changed since the ranking was computed (sha256 differs)")
     note = NOTE_KEPT if label == suspect.given_label else NOTE_RELABELLED
