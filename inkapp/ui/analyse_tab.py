@@ -135,7 +135,8 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
         with gr.Column(scale=1, min_width=280):
             files = relabel.label(gr.File(label=I18N("upload"), file_count="multiple", file_types=UPLOAD_TYPES,
                                           elem_id="ink-upload"), "upload")
-            domain = relabel.label(gr.Radio([AUTO, *DOMAINS], value=AUTO, label=I18N("domain")), "domain")
+            domain = relabel.label(gr.Radio([AUTO, *DOMAINS], value=AUTO, label=I18N("domain"),
+                                          elem_id="ink-domain"), "domain")
             cam_method = relabel.label(gr.Dropdown([(m.label, key) for key, m in CAM_METHODS.items()],
                                                    value=DEFAULT_CAM, label=I18N("cam_method")), "cam_method")
             opacity = relabel.label(gr.Slider(0.0, 1.0, value=0.5, step=0.05, label=I18N("opacity")), "opacity")
