@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up inkapp in ./.venv on a fresh machine. With --test, also the test tools and
-# Debian's chromium for the browser test (installed with apt-get when missing).
+# Debian's chromium and the CJK font (fonts-noto-cjk) for the browser test (apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -16,9 +16,9 @@ if [ "${1:-}" = "--test" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get install -y -q fonts-wqy-microhei >/dev/null || $SUDO sh -c 'apt-get update -q && apt-get install -y -q fonts-wqy-microhei' >/dev/null
   fi
-  if [ ! -x /usr/bin/chromium ]; then
+  if [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get install -y -q chromium >/dev/null || $SUDO sh -c 'apt-get update -q && apt-get install -y -q chromium' >/dev/null
+    $SUDO apt-get install -y -q chromium fonts-noto-cjk >/dev/null || $SUDO sh -c 'apt-get update -q && apt-get install -y -q chromium fonts-noto-cjk' >/dev/null
   fi
 else
   .venv/bin/pip install -q -e .
