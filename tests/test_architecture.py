@@ -106,20 +106,22 @@ def test_non_editable_install_trains_and_retrains(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
     shutil.copytree(PACKAGE, src / "inkapp", ignore=shutil.ignore_patterns("__pycache__"))
+    clean = {**os.environ, "PYTHONPATH": ""}  # the new venv must import its own installed copy
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+                          capture_output=True, text=True, check=True, env=clean).stdout.strip()
     deps = [p for p in sys.path if p.endswith("site-packages")]
     Path(site, "test-deps.pth").write_text("\n".join(deps) + "\n")
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
                     str(src)], check=True, cwd=tmp_path)
     wheel = next(dist.glob("inkapp-*.whl"))
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, cwd=tmp_path)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, cwd=tmp_path,
+                   env=clean)
     where = subprocess.run([str(python), "-c", "import inkapp; print(inkapp.__file__)"], capture_output=True,
-                           text=True, check=True, cwd=tmp_path).stdout.strip()
+                           text=True, check=True, cwd=tmp_path, env=clean).stdout.strip()
     assert where.startswith(site), where
 
     root = tmp_path / "shared-data"
