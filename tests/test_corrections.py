@@ -382,13 +382,13 @@ def test_real_writer_killed_with_sigkill_leaves_a_parseable_csv(tmp_path: Path):
 
 
 def test_ui_csv_export_escapes_formulas(tmp_path: Path):
-    from inkapp.ui.review_tab import write_csv
+    from inkapp.ui.review_tab import EXPORT_NAME_FIELDS, write_csv
 
     store = CorrectionStore(tmp_path)
     add(store, expert="=cmd|' /C calc'!A0", note="@SUM(1+1)*cmd|' /C calc'!A0", model_version="+v1")
     out = write_csv(store.rows(), tmp_path / "export.csv")
     header, cells = csv_lines(out)
-    assert header == list(FIELDS)
+    assert header == [*FIELDS, *EXPORT_NAME_FIELDS]  # stable keys first, then the display names
     assert cells[FIELDS.index("expert")] == "'=cmd|' /C calc'!A0"
     assert cells[FIELDS.index("note")].startswith("'@") and cells[FIELDS.index("model_version")] == "'+v1"
     assert all(not cell or cell[0] not in "=+-@\t\r" for cell in cells)
