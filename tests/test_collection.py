@@ -85,6 +85,9 @@ def test_index_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(VectorIndexError, match="bad index name"):
         VectorIndex(tmp_path, "../x")
     assert len(index) == 1
+    # a new model version: the index of the old space is emptied under the lock, then filled
+    assert index.add([sha(3)], unit_vectors(1, 8), [{}], "space-b", reset_other_space=True) == 1
+    assert (index.space, list(index.items())) == ("space-b", [sha(3)])
 
 
 def _writer(folder: str, worker: int, per_worker: int, batch: int) -> None:
@@ -226,6 +229,10 @@ def test_similar_works_finds_the_reencoded_copy_first(tmp_path: Path, collection
     assert (first.label, first.label_source) == ("zhao_mengfu", "expert")
     with pytest.raises(ValueError, match="k must be >= 1"):
         similar_works((collection / "c0.png").read_bytes(), TASK, k=0, predictor=predictor, data_dir=data)
+    with pytest.raises(ValueError, match="unknown label 'landscape'"):
+        index_analysed((collection / "c0.png").read_bytes(), TASK, label="landscape", predictor=predictor,
+                       data_dir=data)
+    assert len(collection_index(TASK, data)) == 8
 
 
 def test_scan_duplicates_pairs_the_copy_and_flags_disagreeing_labels(

@@ -101,13 +101,12 @@ def task_embedder(task: str, predictor: Predictor | None = None) -> TaskEmbedder
 
 def add_embeddings(index: VectorIndex, space: str, sha256s: Sequence[str], vectors: np.ndarray,
                    metas: Sequence[dict[str, str]], merge_meta: bool = False) -> int:
-    """Add to ``index``; if it holds another model's embeddings, start it afresh first.
-    Returns how many images were new."""
+    """Add to ``index``; if it holds another model's embeddings, start it afresh (under
+    the index's lock). Returns how many images were new."""
     current = index.space
     if current is not None and current != space:
         log.warning("vector index %s was built with %s; rebuilding it for %s", index.name, current, space)
-        index.clear()
-    return index.add(sha256s, vectors, metas, space, merge_meta=merge_meta)
+    return index.add(sha256s, vectors, metas, space, merge_meta=merge_meta, reset_other_space=True)
 
 
 def index_analysed(image: bytes, task: str, *, label: str | None = None, predictor: Predictor | None = None,
@@ -119,6 +118,8 @@ def index_analysed(image: bytes, task: str, *, label: str | None = None, predict
     that are not an image, ValueError for a label the model does not have."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     embedder = task_embedder(task, predictor)
+    if label is not None and label not in embedder.predictor.classes:
+        raise ValueError(f"unknown label {label!r} for task {task!r}")
     img, _ = decode_image(image)
     sha, rel = CorrectionStore(root).store_image(image)
     canvas = embedder.canvas(img)[None]
@@ -126,8 +127,6 @@ def index_analysed(image: bytes, task: str, *, label: str | None = None, predict
     probs = embedder.predictor.probabilities(canvas)[0].numpy()
     best = int(np.argmax(probs))
     predicted = embedder.predictor.classes[best]
-    if label is not None and label not in embedder.predictor.classes:
-        raise ValueError(f"unknown label {label!r} for task {task!r}")
     meta = {"label": label or predicted, "label_source": "given" if label else "model", "predicted_label": predicted,
             "confidence": f"{probs[best]:.4f}", "image_path": rel}
     new = add_embeddings(collection_index(task, root), embedder.name, [sha], vector, [meta])

@@ -227,12 +227,13 @@ class VectorIndex:
     # ---------------------------------------------------------------- writing
 
     def add(self, sha256s: Sequence[str], vectors: np.ndarray, metas: Sequence[Mapping[str, str]], space: str,
-            merge_meta: bool = False) -> int:
+            merge_meta: bool = False, reset_other_space: bool = False) -> int:
         """Store (or replace) the vectors of ``sha256s`` with their metadata; returns how
         many images were new. ``vectors`` is N×D (rows are L2-normalised here);
-        ``space`` names the embedding space and must match the stored one. With
-        ``merge_meta`` an already stored image keeps its metadata keys that the new
-        row does not set (the merge happens under the lock)."""
+        ``space`` names the embedding space and must match the stored one, unless
+        ``reset_other_space``: then an index of another space is emptied first (e.g. for
+        a new model version). With ``merge_meta`` an already stored image keeps its
+        metadata keys that the new row does not set. Both happen under the lock."""
         if not space:
             raise VectorIndexError("the embedding space must be named")
         x = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
@@ -251,7 +252,7 @@ class VectorIndex:
             rows[_check_sha(sha)] = {**{str(k): str(v) for k, v in meta.items()}, "sha256": sha}
         with self._lock:
             snap = self._read_disk()
-            if snap is None:
+            if snap is None or (reset_other_space and snap.space != space):
                 snap = _Snapshot((0, 0, 0), "", space, x.shape[1], faiss.IndexIDMap2(faiss.IndexFlatIP(x.shape[1])),
                                  {}, 0)
             if snap.space != space:
