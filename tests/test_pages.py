@@ -18,7 +18,7 @@ from inkapp.pages.attribute import (MAX_CHARACTERS, REASONS, PageSettings, attri
 from inkapp.pages.draw import MASTER_COLOURS, draw_boxes
 from inkapp.pages.evaluate import iou, matched
 from inkapp.pages.ink import MAX_WORK_PIXELS, find_ink
-from inkapp.pages.layout import character_boxes
+from inkapp.pages.layout import Box, character_boxes, irregular
 from inkapp.pages.synthetic import PageSpec, compose_page, random_spec
 from inkapp.paths import shipped_weights
 
@@ -106,16 +106,16 @@ def test_combine_votes_is_the_floored_product_rule():
 
 
 def test_each_abstain_reason():
-    assert decide(MASTERS, 5, 0.8, 0.0, SETTINGS) == (None, "weak_evidence")
+    assert decide(MASTERS, 5, 0.8, False, SETTINGS) == (None, "weak_evidence")
     strong = {**MASTERS, "yan_zhenqing": 0.95, "liu_gongquan": 0.0}
-    assert decide(strong, 5, 0.8, 0.0, SETTINGS) == ("yan_zhenqing", "attributed")
-    assert decide(strong, 5, 0.2, 0.0, SETTINGS) == (None, "not_regular_script")
-    assert decide(strong, 5, None, 0.0, SETTINGS) == ("yan_zhenqing", "attributed")
-    assert decide(strong, 1, 0.8, 0.0, SETTINGS) == (None, "too_few_characters")
-    assert decide({}, 0, None, 0.0, SETTINGS) == (None, "no_characters")
-    assert decide(strong, 5, 0.8, 0.5, SETTINGS) == (None, "not_calligraphy")
+    assert decide(strong, 5, 0.8, False, SETTINGS) == ("yan_zhenqing", "attributed")
+    assert decide(strong, 5, 0.2, False, SETTINGS) == (None, "not_regular_script")
+    assert decide(strong, 5, None, False, SETTINGS) == ("yan_zhenqing", "attributed")
+    assert decide(strong, 1, 0.8, False, SETTINGS) == (None, "too_few_characters")
+    assert decide({}, 0, None, False, SETTINGS) == (None, "no_characters")
+    assert decide(strong, 5, 0.8, True, SETTINGS) == (None, "not_calligraphy")
     single = PageSettings(evidence_threshold=0.9, min_characters=1, script_threshold=0.4, script_min_characters=2)
-    assert decide(strong, 1, 0.1, 0.0, single) == ("yan_zhenqing", "attributed")  # script not trusted on 1 char
+    assert decide(strong, 1, 0.1, False, single) == ("yan_zhenqing", "attributed")  # script not trusted on 1 char
     assert set(REASONS) == {"attributed", "not_calligraphy", "no_characters", "too_few_characters",
                             "not_regular_script", "weak_evidence"}
 
@@ -159,6 +159,22 @@ def test_painting_like_colour_image_is_refused(calligrapher, script):
         cv2.line(img, tuple(int(v) for v in rng.integers(0, (w, h))), tuple(int(v) for v in rng.integers(0, (w, h))),
                  (30, 30, 30), 6)
     a = attribute_page(Image.fromarray(img, "RGB"), calligrapher, script)
+    assert (a.attribution, a.reason) == (None, "not_calligraphy")
+
+
+def test_irregular_shapes_are_not_a_page_of_characters(calligrapher, script):
+    same = [Box(10 + 60 * i, 10, 48 + i % 3, 50) for i in range(6)]
+    assert not irregular(same)
+    mixed = [Box(0, 0, 20, 20), Box(50, 0, 80, 30), Box(200, 0, 15, 120), Box(300, 0, 60, 60), Box(400, 0, 200, 40)]
+    assert irregular(mixed)
+    assert not irregular(mixed[:2])  # too few to judge
+    # a grey ink painting: rocks, a boat, a cliff, a bird of very different sizes and shapes
+    ink = np.full((400, 600), 235, np.uint8)
+    for (x, y), axes, angle in (((110, 300), (90, 40), 0), ((300, 330), (30, 30), 0), ((450, 230), (120, 22), 20),
+                                ((540, 80), (14, 60), 0), ((250, 90), (50, 12), -30)):
+        cv2.ellipse(ink, (x, y), axes, angle, 0, 360, 45, -1)
+    assert len(character_boxes(find_ink(Image.fromarray(ink, "L")).ink)[0]) >= 3
+    a = attribute_page(Image.fromarray(ink, "L"), calligrapher, script)
     assert (a.attribution, a.reason) == (None, "not_calligraphy")
 
 

@@ -16,8 +16,10 @@ dynasty (``dynasty`` table of the card).
 Abstain (``attribution`` is None) — checked in this order, the first that holds is
 the ``reason``:
 
-1. ``not_calligraphy`` — more than :data:`MAX_COLOURFUL` of the page is strongly
-   coloured (not seal red): a painting or a photograph, not ink calligraphy;
+1. ``not_calligraphy`` — more than :data:`MAX_COLOURFUL` of the page is cool-coloured
+   (green to violet; paper tints and seals are warm), or ≥ 3 shapes were found that
+   are not a page of characters (:func:`inkapp.pages.layout.irregular`): a painting or
+   a photograph, not ink calligraphy;
 2. ``no_characters`` — nothing character-like was found;
 3. ``too_few_characters`` — fewer than ``min_characters`` were found;
 4. ``not_regular_script`` — the script model (on the whole page) gives regular
@@ -42,16 +44,16 @@ from PIL import Image
 from inkapp.inference import Predictor
 from inkapp.pages.crops import character_crop
 from inkapp.pages.ink import find_ink
-from inkapp.pages.layout import Box, character_boxes
+from inkapp.pages.layout import Box, character_boxes, irregular
 
 CHAR_PROB_FLOOR = 0.02
 MAX_CHARACTERS = 128  # characters classified per page; more are sampled evenly in reading order
 SINGLE_CHARACTER_SIDE = 128  # px: an image this small (≤ 2× the 64 px training characters) is one character
-MAX_COLOURFUL = 0.10  # fraction of strongly coloured (non-seal) pixels above which a page is not calligraphy
+MAX_COLOURFUL = 0.01  # fraction of cool-coloured pixels above which a page is not calligraphy
 REGULAR = "kaishu_regular"
 REASONS: dict[str, str] = {
     "attributed": "the characters' combined vote clears the evidence threshold",
-    "not_calligraphy": "a colour image (painting or photograph), not ink calligraphy",
+    "not_calligraphy": "not ink calligraphy: the colours or the shapes of a painting or photograph",
     "no_characters": "no characters found on the page",
     "too_few_characters": "too few characters found for an attribution",
     "not_regular_script": "the page is not regular script; the four masters' model only knows regular script",
@@ -151,11 +153,12 @@ def combine_votes(probabilities: np.ndarray, floor: float = CHAR_PROB_FLOOR) -> 
 
 
 def decide(page_probabilities: dict[str, float], n_characters: int, script_regular: float | None,
-           colourful: float, settings: PageSettings) -> tuple[str | None, str]:
+           not_calligraphy: bool, settings: PageSettings) -> tuple[str | None, str]:
     """(attribution or None, reason key) by the rules of the module docstring;
     ``script_regular`` is the script model's regular-script probability (None when
-    not consulted)."""
-    if colourful > MAX_COLOURFUL:
+    not consulted); ``not_calligraphy`` — the page's colours or shapes are a
+    painting's (see :func:`attribute_page`)."""
+    if not_calligraphy:
         return None, "not_calligraphy"
     if n_characters == 0:
         return None, "no_characters"
@@ -213,11 +216,12 @@ def attribute_page(image: Image.Image, calligrapher: Predictor, script: Predicto
                 by_dynasty[name] = by_dynasty.get(name, 0.0) + v
             dynasty = max(by_dynasty, key=by_dynasty.__getitem__)
             dynasty_p = by_dynasty[dynasty]
+    not_calligraphy = page.colourful > MAX_COLOURFUL or irregular(boxes)
     script_probs = None
-    if script is not None and page.colourful <= MAX_COLOURFUL and len(characters) >= settings.script_min_characters:
+    if script is not None and not not_calligraphy and len(characters) >= settings.script_min_characters:
         script_probs = script.predict([image])[0].probabilities
     attribution, reason = decide(probabilities, len(characters), None if script_probs is None else
-                                 script_probs.get(REGULAR, 0.0), page.colourful, settings)
+                                 script_probs.get(REGULAR, 0.0), not_calligraphy, settings)
     return PageAttribution(characters, len(boxes), layout, page.light_on_dark, probabilities, dynasty, dynasty_p,
                            attribution, reason, script_probs)
 

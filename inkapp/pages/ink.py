@@ -40,8 +40,8 @@ class InkPage:
     ``scale`` — working pixels per original pixel (≤ 1); ``light_on_dark`` — the
     original was a rubbing (light strokes on dark); ``stroke_width`` — median stroke
     width in working pixels; ``threshold`` — the grey level (0–255 of ``flat``) below
-    which a pixel is ink; ``colourful`` — fraction of strongly coloured pixels that
-    are not seal red (0 for grey images).
+    which a pixel is ink; ``colourful`` — fraction of cool-coloured pixels (green to
+    violet; 0 for grey images).
     """
 
     flat: np.ndarray
@@ -70,14 +70,16 @@ def working_copy(image: Image.Image) -> tuple[Image.Image, float]:
 
 
 def _seal_and_colour(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    """Red-seal mask (bool H×W, dilated by 2 px) and the fraction of other strongly
-    coloured pixels (saturation ≥ 90 and value ≥ 60 of 255, hue not red)."""
+    """Red-seal mask (bool H×W, dilated by 2 px) and the fraction of cool-coloured
+    pixels: hue green to violet (OpenCV hue 35–160), saturation ≥ 30 and value ≥ 60
+    of 255. Paper tints (yellow, brown) and seals (red) are warm, so ink calligraphy
+    has next to none; paintings' foliage, water and sky do."""
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    strong = (sat >= 90) & (val >= 60)
-    red = strong & ((hue <= 10) | (hue >= 165))
+    red = (sat >= 90) & (val >= 60) & ((hue <= 10) | (hue >= 165))
     seal = cv2.dilate(red.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    return seal, float((strong & ~red).mean())
+    cool = (sat >= 30) & (val >= 60) & (hue >= 35) & (hue <= 160)
+    return seal, float(cool.mean())
 
 
 def _small(grey: np.ndarray) -> np.ndarray:
