@@ -12,7 +12,7 @@ from PIL import Image
 
 from inkapp.data.preprocess import Letterbox, Preprocessor, letterbox
 from inkapp.explain.cam import CAM_METHODS, class_activation_map
-from inkapp.explain.overlay import crop_to_image, overlay, top_channels
+from inkapp.explain.overlay import colorize, crop_to_image, legend_stops, overlay, top_channels
 from inkapp.inference import Predictor
 from inkapp.models import build_model, save_model
 
@@ -246,7 +246,23 @@ def test_overlay_and_top_channels() -> None:
     shown = overlay(image.resize((20, 80)), heat, 0.6, colormap="jet")
     assert shown.size == (20, 80) and shown.mode == "RGB"
     full = np.asarray(overlay(image, heat, 1.0, colormap="jet")).astype(int)
-    assert full[0, 0, 2] > full[0, 0, 0] and full[-1, -1, 0] > full[-1, -1, 2]  # JET: blue low, red high (RGB)
+    assert full[-1, -1, 0] > full[-1, -1, 2]  # JET's red where the heat is 1 (RGB order)
+    # alpha follows the heat: out = image + opacity·heat·(colour − image)
+    colour = colorize(heat, "jet").astype(np.float32)
+    expected = np.rint(200 + 0.6 * heat[..., None] * (colour - 200))
+    np.testing.assert_allclose(np.asarray(overlay(image, heat, 0.6, colormap="jet")), expected, atol=1)  # rounding
     with pytest.raises(ValueError, match=r"opacity must be in \[0, 1\], got 1\.5"):
         overlay(image, heat, 1.5)
+    assert [(h, a) for h, _, a in legend_stops("jet", 3, 0.5)] == [(0.0, 0.0), (0.5, 0.25), (1.0, 0.5)]
+    assert legend_stops("jet", 3)[-1][1] == tuple(colorize(np.ones((1, 1)), "jet")[0, 0])
     assert top_channels(np.array([0.1, 0.9, 0.5]), 2) == [(1, pytest.approx(0.9)), (2, pytest.approx(0.5))]
+
+
+def test_zero_heat_keeps_the_original_colour() -> None:
+    rgb = np.random.default_rng(3).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    heat = np.zeros((30, 50), np.float32)
+    heat[10:20, 20:30] = 1.0
+    shown = np.asarray(overlay(Image.fromarray(rgb), heat, 1.0, colormap="inferno"))
+    cold = heat == 0
+    np.testing.assert_array_equal(shown[cold], rgb[cold])  # untouched, not tinted by inferno's dark purple
+    np.testing.assert_array_equal(shown[~cold], colorize(heat, "inferno")[~cold])

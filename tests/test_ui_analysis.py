@@ -95,7 +95,7 @@ def test_every_task_model_is_loaded_once(ui_weights_dir: Path, tmp_path: Path,
 
 def test_painting_analysis_has_chart_cam_and_attention(hub: ModelHub) -> None:
     result = analyse_image(hub, png_bytes(scroll_image(300, 200)), "painting", "gradcam", opacity=0.4)
-    assert result.domain.domain == "painting" and result.domain.reason == "chosen by the curator"
+    assert result.domain.domain == "painting" and result.domain.reason == ("chosen by the curator", "由策展人选定")
     assert [v.task for v in result.tasks] == ["painting-subject", "painting-technique"]
     for view in result.tasks:
         classes = UI_TEST_MODELS[view.task][2]
@@ -223,7 +223,8 @@ def test_unreadable_zip_is_reported(tmp_path: Path) -> None:
 
 def test_auto_domain_heuristic_without_domain_model(hub: ModelHub) -> None:
     rubbing = analyse_image(hub, png_bytes(rubbing_image()), "auto")
-    assert rubbing.domain.domain == "calligraphy" and "heuristic" in rubbing.domain.reason
+    assert rubbing.domain.domain == "calligraphy" and "heuristic" in rubbing.domain.reason[0]
+    assert rubbing.domain.reason[1].startswith("颜色估计（未安装类别模型）")
     colourful = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).resize(
         (256, 256), Image.Resampling.NEAREST)
     assert analyse_image(hub, png_bytes(colourful), "auto").domain.domain == "painting"
@@ -243,7 +244,11 @@ def test_auto_domain_uses_the_domain_model(ui_weights_dir: Path, tmp_path: Path,
     monkeypatch.setenv("INKAPP_WEIGHTS_DIR", str(weights))
     hub = ModelHub(tmp_path / "data", device="cpu")
     result = analyse_image(hub, png_bytes(scroll_image(100, 100)), "auto")
-    assert result.domain.reason.startswith(f"domain model: {result.domain.domain} ")
+    en, zh = result.domain.reason
+    percent = en.rsplit(" ", 1)[1]
+    assert en == f"domain model: {result.domain.domain} {percent}" and percent.endswith("%")
+    zh_name = {"calligraphy": "书法", "painting": "绘画"}[result.domain.domain]
+    assert zh == f"类别模型：{zh_name} {percent}"
     assert {v.task for v in result.tasks} == set(hub_tasks(result.domain.domain))
 
 

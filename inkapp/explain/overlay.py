@@ -3,7 +3,9 @@
 Every spatial map a model produces (Grad-CAM heat, attention maps) covers the square
 letterboxed canvas. :func:`crop_to_image` cuts out the part where the image sits and
 resamples it to the image's own size, so overlays keep the true aspect ratio of a
-scroll or fan; :func:`overlay` blends a colour-mapped map onto the image.
+scroll or fan; :func:`overlay` lays a colour-mapped map over the image with an alpha that
+follows the heat (cold areas keep the image's own colours); :func:`legend_stops` gives the
+colour key drawn the same way.
 """
 from __future__ import annotations
 
@@ -58,11 +60,15 @@ def colorize(heat: np.ndarray, colormap: str = "inferno") -> np.ndarray:
 
 
 def overlay(image: Image.Image, heat: np.ndarray, opacity: float = 0.5, colormap: str = "inferno") -> Image.Image:
-    """Blend the colour-mapped ``heat`` (H×W in [0, 1]) onto ``image`` (any mode) at ``opacity``.
+    """Lay the colour-mapped ``heat`` (H×W in [0, 1]) over ``image`` (any mode).
 
-    ``opacity`` in [0, 1]: 0 returns the image (as RGB), 1 the colour map alone. A heat
-    map of another size (e.g. computed for the full scan, shown on a downscaled display
-    copy) is resized bilinearly to the image. Returns an RGB image of the image's size.
+    Each pixel's alpha is ``opacity × heat``: ``out = image + opacity·heat·(colour − image)``,
+    so a pixel with zero heat keeps the image's own colour exactly (cold areas are not
+    tinted by the colour map's dark end) and the hottest pixels show the colour map at
+    ``opacity``. ``opacity`` in [0, 1]: 0 returns the image (as RGB), 1 puts the pure colour
+    map where the heat is 1. A heat map of another size (e.g. computed for the full scan,
+    shown on a downscaled display copy) is resized bilinearly to the image. Returns an RGB
+    image of the image's size (uint8, rounded).
     """
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
@@ -72,8 +78,28 @@ def overlay(image: Image.Image, heat: np.ndarray, opacity: float = 0.5, colormap
     width, height = image.size
     if heat.shape != (height, width):
         heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)
-    base = image.convert("RGB")
-    return Image.blend(base, Image.fromarray(colorize(heat, colormap)), opacity)
+    heat = np.clip(heat, 0.0, 1.0)
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    colour = colorize(heat, colormap).astype(np.float32)
+    alpha = (np.float32(opacity) * heat)[..., None]
+    out = base + alpha * (colour - base)
+    return Image.fromarray(np.rint(out).astype(np.uint8), mode="RGB")
+
+
+def legend_stops(colormap: str = "inferno", steps: int = 6,
+                 opacity: float = 1.0) -> list[tuple[float, tuple[int, int, int], float]]:
+    """The colour key of :func:`overlay`: ``steps`` evenly spaced heat values ``h`` from 0 to 1
+    as ``(h, (r, g, b), alpha)`` with the colour map's colour at ``h`` (uint8 RGB) and the
+    alpha :func:`overlay` gives it (``opacity × h``). Drawn over the page background (e.g. a
+    CSS ``linear-gradient`` of ``rgba`` stops) it starts fully transparent, like a cold
+    area that keeps the image's colour, and ends in the colour of the hottest areas."""
+    if steps < 2:
+        raise ValueError(f"a legend needs at least 2 stops, got {steps}")
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    levels = np.linspace(0.0, 1.0, steps, dtype=np.float32)
+    colours = colorize(levels[None, :], colormap)[0]
+    return [(float(h), (int(c[0]), int(c[1]), int(c[2])), float(opacity * h)) for h, c in zip(levels, colours)]
 
 
 def top_channels(weights: np.ndarray, k: int = 10) -> list[tuple[int, float]]:

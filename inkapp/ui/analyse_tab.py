@@ -98,10 +98,10 @@ def status_markdown(analysis: ImageAnalysis, n_items: int, index: int, lang: str
     if lang == "zh":
         position = f"第 {index + 1} 张，共 {n_items} 张：" if n_items > 1 else ""
         return (f"{position}**{analysis.name}** — {analysis.width}×{analysis.height} 像素 · 类别 "
-                f"**{domain}**（{analysis.domain.reason}）")
+                f"**{domain}**（{analysis.domain.reason[1]}）")
     position = f"Image {index + 1} of {n_items}: " if n_items > 1 else ""
     return (f"{position}**{analysis.name}** — {analysis.width}×{analysis.height} px · domain "
-            f"**{domain}** ({analysis.domain.reason})")
+            f"**{domain}** ({analysis.domain.reason[0]})")
 
 
 def label_choices(task: str, classes: tuple[str, ...] | list[str], card: dict[str, Any] | None,

@@ -10,14 +10,15 @@ from typing import Any
 
 from PIL import Image
 
-from inkapp.curation.analysis import TaskView
+from inkapp.curation.analysis import COLORMAP, TaskView
 from inkapp.curation.wording import STRIP_ASPECT, confidence_key, version_name
+from inkapp.explain.overlay import legend_stops
 from inkapp.tasks import class_name, dynasty_name
 
 from .i18n import lang_of, pick
 
-#: Stops of the ``inferno`` colour map (matplotlib's), low to high: the legend's gradient.
-INFERNO_STOPS = ("#000004", "#420a68", "#932667", "#dd513a", "#fca50a", "#fcffa4")
+#: Paper tone under the legend's gradient (the colour a cold area of a typical work keeps).
+LEGEND_PAPER = "#ece4d2"
 #: Height (CSS px) at which a wide scroll is shown; width (CSS px) of a tall scroll.
 SCROLL_VIEW_PX = 360
 
@@ -34,10 +35,14 @@ def both_names(task: str, key: str, card: dict[str, Any] | None, lang: str) -> s
 
 
 def legend_html(lang: str) -> str:
-    """The heat map's colour legend: a gradient bar from little to most attention."""
-    gradient = ", ".join(INFERNO_STOPS)
+    """The heat map's colour legend: a gradient bar from little to most attention, drawn
+    like the overlay (:func:`inkapp.explain.overlay.legend_stops`: transparent at no heat,
+    the colour map's colour at full heat) over a paper tone, with a thin border so the pale
+    hottest end stays visible on a white page."""
+    stops = ", ".join(f"rgba({r}, {g}, {b}, {a:.2f}) {h:.0%}" for h, (r, g, b), a in legend_stops(COLORMAP, 8))
+    style = f"background: linear-gradient(to right, {stops}), {LEGEND_PAPER}; border: 1px solid #8a8a8a"
     return (f'<div class="ink-legend"><span>{pick(_WORDS["legend_low"], lang)}</span>'
-            f'<span class="ink-legend-bar" style="background: linear-gradient(to right, {gradient})"></span>'
+            f'<span class="ink-legend-bar" style="{style}"></span>'
             f'<span>{pick(_WORDS["legend_high"], lang)}</span></div>')
 
 
