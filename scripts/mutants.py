@@ -73,8 +73,8 @@ MUTANTS: tuple[Mutant, ...] = (
            ("tests/test_ui_models.py::test_promote_keeps_versions_and_reloads_the_hub",)),
     Mutant("discard-keeps", "discard reports success but leaves the candidate folder",
            (("inkapp/store/versions.py",
-             "    path = _candidate_in(data_dir, task, candidate)\n    shutil.rmtree(path)\n",
-             "    path = _candidate_in(data_dir, task, candidate)\n"),),
+             "    path = checked_candidate(data_dir, task, candidate)\n    shutil.rmtree(path)\n",
+             "    path = checked_candidate(data_dir, task, candidate)\n"),),
            ("tests/test_ui_models.py::test_promote_refuses_unfinished_or_foreign_folders",)),
     # ---- issue 19's table, one per row
     Mutant("retrain-no-corrections", "the app's retraining command omits --corrections",

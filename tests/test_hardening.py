@@ -5,7 +5,9 @@ surrogates, bidi / zero-width characters before a formula), expensive conversion
 (peak allocation of the high-bit-depth conversion, bounded concurrent large decodes),
 endpoints that take a path (only the task's own candidates), archives (pixel budget),
 per-session memory (server-wide pixel cache with a byte budget) and the web layer's
-upload limit.
+upload limit. Round two: the analysis-map cache bounded in bytes, caches emptied after
+the session time to live with the heap handed back to the OS, and the app's own upload
+folder emptied at startup.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import threading
 import time
 import tracemalloc
@@ -21,23 +24,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock, Timeout
 from PIL import Image
 
 import inkapp.auth as auth
 from inkapp.auth import AccessDenied, Experts, hash_password
 from inkapp.curation.actions import CurationActions
-from inkapp.curation.analysis import load_upload
+from inkapp.curation import memory
+from inkapp.curation.analysis import AnalysisCache, load_upload
 from inkapp.curation.hub import ModelHub
+from inkapp.curation.memory import BudgetCache
 from inkapp.curation.pixels import PIXELS, PixelCache, ShownImage, decode_again, session_ttl_s
 from inkapp.curation.retrain import RetrainManager
+from inkapp.curation.upload_folder import UPLOADS_DIR, clear_abandoned, own_upload_folder
 from inkapp.curation.uploads import MAX_ARCHIVE_PIXELS, UploadItem, expand_uploads, thumbnail, thumbnails
 from inkapp.data import images
+from inkapp.explain.overlay import colorize, overlay
+from inkapp.inference import Analysis, Prediction
 from inkapp.store.analysed import AnalysedLog
 from inkapp.store.corrections import CorrectionError, CorrectionStore, clean_text, unescape_cell
 from inkapp.store.versions import VersionError, candidates_root, task_root
 from inkapp.ui.models_tab import candidate_choices, card_markdown, scrub_paths, shown_path
 
-from conftest import TEST_UPLOAD_LIMIT_MB, LaunchedApp
+from conftest import TEST_UPLOAD_LIMIT_MB, LaunchedApp, launch_app
 
 TASK = "painting-technique"
 CLASSES = ["gongbi", "xieyi"]
@@ -368,3 +377,138 @@ def test_previews_use_reduced_decodes_and_a_time_budget(tmp_path: Path, monkeypa
     assert slots.peak == 1  # a full decode of the same file takes a slot
     tiles = thumbnails([UploadItem("scroll.jpg", path)] * 3, budget_s=0.0)
     assert [c for _, c in tiles] == ["scroll.jpg (no preview)"] * 3
+
+
+# ---------------------------------------------------------------- memory, round two: bytes, idle time, the heap
+
+def fake_analysis(side: int, seed: int) -> Analysis:
+    """An :class:`Analysis` with a side×side heat map and two attention maps in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    maps = rng.random((3, side, side), dtype=np.float32)
+    prediction = Prediction("gongbi", 0.8, {"gongbi": 0.8, "xieyi": 0.2}, False)
+    return Analysis(prediction, maps[0], "gongbi", "gradcam", {"alpha_0": maps[1], "alpha_1": maps[2]},
+                    {"dpafm_channel": rng.random(64, dtype=np.float32)}, {"gate_channel": 0.4})
+
+
+def test_analysis_cache_evicts_by_bytes_and_keeps_8_bit_maps() -> None:
+    side = 200
+    entry = 3 * side * side + 64 * 4  # three uint8 maps + the float32 channel vector
+    cache = AnalysisCache(max_entries=1000, budget_bytes=5 * entry)
+    for i in range(12):  # far past the budget
+        cache.get_or_compute(("img", i), lambda i=i: fake_analysis(side, i))
+        assert cache.nbytes <= 5 * entry
+    assert len(cache) == 5 and cache.nbytes == 5 * entry  # by bytes, not by the entry count
+    fresh = fake_analysis(side, 11)
+    cached = cache.get_or_compute(("img", 11), lambda: pytest.fail("computed again"))
+    assert cached.cam.dtype == np.float32 and cached.gates == fresh.gates
+    assert np.abs(cached.cam - fresh.cam).max() <= 0.5 / 255 + 1e-6
+    display = Image.new("RGB", (side, side), (200, 190, 170))
+    for a, b in [(cached.cam, fresh.cam), *((cached.attention[k], fresh.attention[k]) for k in fresh.attention)]:
+        assert np.array_equal(colorize(a), colorize(b))  # the same colour-map entry everywhere
+        drawn = [np.asarray(overlay(display, m, 0.7), dtype=np.int16) for m in (a, b)]
+        assert np.abs(drawn[0] - drawn[1]).max() <= 1  # blended pixels within one level
+    # an evicted entry is computed again
+    calls: list[int] = []
+    cache.get_or_compute(("img", 0), lambda: calls.append(0) or fake_analysis(side, 0))
+    assert calls == [0]
+
+
+def test_caches_drop_entries_idle_longer_than_their_time_and_trim_the_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(memory, "release_memory", lambda: trims.append(1) or True)
+    now = [0.0]
+    cache: BudgetCache[str, bytes] = BudgetCache(10_000, len, idle_s=100.0, clock=lambda: now[0])
+    cache.put("old", b"x" * 4000)
+    now[0] = 60.0
+    cache.put("new", b"y" * 4000)
+    now[0] = 120.0
+    assert cache.expire() == 1 and cache.get("old") is None and cache.get("new") is not None
+    assert trims == []  # 4000 freed bytes are not worth a trim while the cache still holds something
+    now[0] = 400.0
+    assert cache.expire() == 1 and len(cache) == 0 and cache.nbytes == 0
+    assert trims == [1]  # emptied by expiry: the heap is trimmed
+
+
+def test_pixel_cache_sweeper_empties_it_without_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "release_memory", lambda: True)
+    cache = PixelCache(budget_bytes=10**6, idle_s=0.05)
+    cache.put("a", Image.new("RGB", (100, 100)))
+    assert len(cache) == 1
+    for _ in range(400):  # the sweeper runs every idle_s / 4
+        if len(cache) == 0:
+            break
+        time.sleep(0.05)
+    assert len(cache) == 0 and cache.trims == 1
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(memory._malloc_trim() is None or not Path("/proc/self/statm").exists(),
+                    reason="needs glibc's malloc_trim and Linux /proc")
+def test_release_memory_hands_freed_heap_back_to_the_os() -> None:
+    """200 MiB of 64 KiB heap blocks (below glibc's mmap threshold) freed under a live block
+    stay in the process until ``malloc_trim``."""
+    def churn() -> None:  # a worker thread, like Gradio's, allocates from its own arena
+        blocks = [bytearray(b"\xff") * (64 * 1024) for _ in range(3200)]  # written: resident
+        pin = bytearray(b"\xff") * (64 * 1024)  # keeps the arena's top in use, so free() cannot shrink it
+        before_free = rss_bytes()
+        del blocks
+        held.append((before_free, rss_bytes(), pin))
+
+    memory.release_memory()
+    base = rss_bytes()
+    held: list[tuple[int, int, bytearray]] = []
+    worker = threading.Thread(target=churn)
+    worker.start()
+    worker.join()
+    before_free, after_free, _ = held[0]
+    assert before_free - base > 150 * 2**20
+    assert after_free - base > 150 * 2**20  # freed, but still resident
+    assert memory.release_memory()
+    assert rss_bytes() - base < 50 * 2**20
+
+
+# ---------------------------------------------------------------- the app's own upload folder
+
+def test_upload_folder_clearing_spares_only_running_servers(tmp_path: Path) -> None:
+    root = tmp_path / UPLOADS_DIR
+    dead, lockless, alive = root / "101-dead", root / "102-lockless", root / "103-alive"
+    for folder in (dead, lockless, alive):
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "upload.png").write_bytes(b"left behind")
+    (root / "101-dead.lock").write_text("")
+    (root / "stray.png").write_bytes(b"stray")
+    held = FileLock(root / "103-alive.lock")
+    held.acquire(timeout=0)
+    try:
+        assert clear_abandoned(root) == 2
+        assert sorted(p.name for p in root.iterdir()) == ["103-alive", "103-alive.lock"]
+        assert (alive / "sub" / "upload.png").read_bytes() == b"left behind"
+        mine = own_upload_folder(tmp_path)
+        assert mine.parent == root and list(mine.iterdir()) == [] and (alive / "sub" / "upload.png").is_file()
+        with pytest.raises(Timeout, match="could not be acquired"):
+            FileLock(root / f"{mine.name}.lock").acquire(timeout=0)  # held by this process
+    finally:
+        held.release()
+
+
+def test_app_empties_its_upload_folder_at_startup_and_uploads_there(ui_weights_dir: Path, tmp_path: Path) -> None:
+    import httpx
+
+    data_dir = tmp_path / "data"
+    leftover = data_dir / UPLOADS_DIR / "4242-previous" / "0123abcd" / "painting.png"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"\x89PNG left by a killed server" * 1000)
+    with launch_app(ui_weights_dir, data_dir, {"INKAPP_EXPERTS": "", "INKAPP_HF_EXPERTS": "",
+                                               "GRADIO_TEMP_DIR": str(tmp_path / "elsewhere")}) as app:
+        assert not leftover.parent.parent.exists()
+        response = httpx.post(app.url + "gradio_api/upload", files={"files": ("new.png", b"\0" * 1000)}, timeout=60)
+        assert response.status_code == 200, response.text
+        stored = Path(response.json()[0])
+        assert stored.is_file() and stored.parent.parent.parent == data_dir / UPLOADS_DIR
+        assert stored.parent.parent.name.startswith(f"{app.pid}-")
+    # nothing written where the environment pointed (gradio makes an empty vibe_edit_history folder at import)
+    assert [p for p in (tmp_path / "elsewhere").rglob("*") if p.is_file()] == []

@@ -22,7 +22,7 @@ from .comparison import compare_with_current
 from .hub import ModelHub
 from .retrain import RetrainError, RetrainManager
 from inkapp.store.analysed import AnalysedLog
-from inkapp.store.versions import _candidate_in, is_complete_run
+from inkapp.store.versions import checked_candidate, is_complete_run
 from inkapp.store.versions import SHIPPED, VersionError, discard, promote, rollback
 
 OPEN_ACCESS_NOTE = ("**Open access:** no experts configured — anyone can correct. Anyone who can reach this app "
@@ -227,7 +227,7 @@ class CurationActions:
         """
         if task not in self.hub.tasks:
             raise VersionError(f"unknown task {str(task)[:60]!r}")
-        folder = _candidate_in(self.hub.data_dir, task, Path(candidate))
+        folder = checked_candidate(self.hub.data_dir, task, Path(candidate))
         if not is_complete_run(folder):
             raise VersionError(f"candidate {folder.name} has not finished training")
         current = self.hub.status(task).folder

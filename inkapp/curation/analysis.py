@@ -9,20 +9,19 @@ own attention overlays with the captions the model declares
 the charts. All maps are
 produced at the size of a display copy (longest side ≤ :data:`DISPLAY_MAX_SIDE`) with
 the image's true aspect ratio. Raw maps are cached (:class:`AnalysisCache`) so moving
-the opacity slider or switching back to an image does not run the model again.
+the opacity slider or switching back to an image does not run the model again; the
+cache is bounded in bytes and idle time and keeps the maps as 8-bit levels.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from inkapp.data.images import decode_image, sha256_bytes
+from inkapp.data.images import decode_image, env_number, sha256_bytes
 from inkapp.explain.cam import CAM_METHODS
 from inkapp.explain.contract import MapInfo, map_infos
 from inkapp.explain.overlay import overlay
@@ -33,6 +32,7 @@ from .wording import Bilingual, confidence_word, heat_reading
 
 from .domain import AUTO, DomainDecision, decide_domain
 from .hub import ModelHub
+from .memory import BudgetCache, session_ttl_s
 from .uploads import UploadItem
 
 DISPLAY_MAX_SIDE = 1024
@@ -45,6 +45,8 @@ SCROLL_MAX_SIDE = 4096
 SMALL_IMAGE_SIDE = 256
 COLORMAP = "inferno"
 DEFAULT_CAM = "gradcam"
+ENV_ANALYSIS_CACHE_MB = "INKAPP_ANALYSIS_CACHE_MB"
+ANALYSIS_CACHE_MB = 128  # default byte budget of the analysis-map cache, MiB
 
 
 @dataclass(frozen=True)
@@ -109,25 +111,58 @@ class ImageAnalysis:
 
 
 class AnalysisCache:
-    """Thread-safe LRU of raw :class:`Analysis` results keyed by image, model and explanation."""
+    """Thread-safe LRU of raw :class:`Analysis` results keyed by image, model and explanation,
+    bounded in bytes (``budget_bytes``, default ``INKAPP_ANALYSIS_CACHE_MB`` or 128 MiB, the
+    sum of its maps' ``nbytes``), in entries (``max_entries``) and in idle time (``idle_s``,
+    default the session time to live; see :class:`inkapp.curation.memory.BudgetCache`).
 
-    def __init__(self, max_entries: int = 64) -> None:
-        self.max_entries = max_entries
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[Hashable, Analysis] = OrderedDict()
+    Maps (``cam``, ``attention``; display-size H×W in [0, 1]) are kept as uint8 levels
+    ``rint(255·v)``, a quarter of float32: the 256 levels
+    :func:`inkapp.explain.overlay.colorize` picks colours by, so every pixel keeps its
+    colour-map entry and a blended overlay pixel moves by at most one level. Every
+    result, fresh or cached, is returned with its maps as float32 ``level / 255``, so a
+    cached view equals the first.
+    """
+
+    def __init__(self, max_entries: int = 64, budget_bytes: int | None = None, idle_s: float | None = None) -> None:
+        budget = budget_bytes if budget_bytes is not None else \
+            int((env_number(ENV_ANALYSIS_CACHE_MB) or ANALYSIS_CACHE_MB) * 2**20)
+        self._cache: BudgetCache[Hashable, Analysis] = BudgetCache(
+            budget, analysis_bytes, idle_s if idle_s is not None else session_ttl_s(), max_entries)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the maps held (uint8 maps and float32 channel weights)."""
+        return self._cache.nbytes
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], Analysis]) -> Analysis:
-        """The cached value for ``key``, else ``compute()`` stored under it."""
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
-        value = compute()
-        with self._lock:
-            self._entries[key] = value
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-        return value
+        """The cached value for ``key``, else ``compute()`` stored under it (maps as described above)."""
+        packed = self._cache.get(key)
+        if packed is None:
+            packed = _pack(compute())
+            self._cache.put(key, packed)
+        return _unpack(packed)
+
+
+def _levels(heat: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _pack(result: Analysis) -> Analysis:
+    return replace(result, cam=_levels(result.cam), attention={k: _levels(v) for k, v in result.attention.items()})
+
+
+def _unpack(packed: Analysis) -> Analysis:
+    return replace(packed, cam=packed.cam / np.float32(255),
+                   attention={k: v / np.float32(255) for k, v in packed.attention.items()})
+
+
+def analysis_bytes(result: Analysis) -> int:
+    """Bytes of an analysis's arrays: the heat map, attention maps and channel weights."""
+    return result.cam.nbytes + sum(a.nbytes for a in (*result.attention.values(), *result.channel_weights.values()))
 
 
 def display_size(size: tuple[int, int], max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:

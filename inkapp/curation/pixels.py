@@ -2,17 +2,18 @@
 
 A browser session keeps only a :class:`ShownImage` (name, content hash, display copy of
 at most a few MiB); the decoded full-resolution image lives in one server-wide
-:class:`PixelCache` with a byte budget (``INKAPP_PIXEL_CACHE_MB``, default 1024 MiB),
-least recently used first out. When a session needs the full image again (another heat
-map method, another explained class) and it has been evicted, it is decoded again from
-its source. Session state itself expires :data:`SESSION_TTL_S` seconds after its last
-update (``gr.State(time_to_live=...)``), so what a visitor leaves behind is bounded in
-size and in time.
+:class:`PixelCache` with a byte budget (``INKAPP_PIXEL_CACHE_MB``, default 512 MiB: two
+images at the 80-megapixel limit, one per concurrent analysis of the app's queue),
+least recently used first out, and an image unused for the session time to live
+(:func:`inkapp.curation.memory.session_ttl_s`) is dropped, so the cache is empty once
+every session that showed something has expired. When a session needs the full image
+again (another heat map method, another explained class) and it has been evicted, it is
+decoded again from its source. Session state itself expires :func:`session_ttl_s`
+seconds after its last update (``gr.State(time_to_live=...)``), so what a visitor leaves
+behind is bounded in size and in time.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,22 +23,16 @@ from PIL import Image
 from inkapp.data.images import decode_image, env_number
 
 from .analysis import LoadedImage
+from .memory import BudgetCache, session_ttl_s
 from .uploads import UploadItem
 
 ENV_PIXEL_CACHE_MB = "INKAPP_PIXEL_CACHE_MB"
-PIXEL_CACHE_MB = 1024  # default byte budget of the server-wide cache, MiB
-ENV_SESSION_TTL_S = "INKAPP_SESSION_TTL_S"
-SESSION_TTL_S = 1800  # default: a session's state is dropped 30 min after its last update
+PIXEL_CACHE_MB = 512  # default byte budget of the server-wide cache, MiB
 
 
 def image_bytes(image: Image.Image) -> int:
     """Bytes of an 8-bit image's pixels: width × height × bands."""
     return image.width * image.height * len(image.getbands())
-
-
-def session_ttl_s() -> float:
-    """Seconds a session's state lives after its last update (``INKAPP_SESSION_TTL_S``, default 1800)."""
-    return env_number(ENV_SESSION_TTL_S) or SESSION_TTL_S
 
 
 @dataclass(frozen=True)
@@ -50,43 +45,17 @@ class ShownImage:
     display: Image.Image
 
 
-class PixelCache:
+class PixelCache(BudgetCache[str, Image.Image]):
     """Thread-safe LRU of full-resolution decoded images keyed by content SHA-256, holding
-    at most ``budget_bytes`` of pixels (an image larger than the whole budget is not kept)."""
+    at most ``budget_bytes`` of pixels (default ``INKAPP_PIXEL_CACHE_MB``; an image larger
+    than the whole budget is not kept) and none unused for ``idle_s`` seconds (default
+    :func:`session_ttl_s`)."""
 
-    def __init__(self, budget_bytes: int | None = None) -> None:
-        self.budget_bytes = int(budget_bytes if budget_bytes is not None
-                                else (env_number(ENV_PIXEL_CACHE_MB) or PIXEL_CACHE_MB) * 2**20)
-        self._lock = threading.Lock()
-        self._images: OrderedDict[str, Image.Image] = OrderedDict()
-        self.nbytes = 0
+    def __init__(self, budget_bytes: int | None = None, idle_s: float | None = None) -> None:
+        super().__init__(int(budget_bytes if budget_bytes is not None
+                             else (env_number(ENV_PIXEL_CACHE_MB) or PIXEL_CACHE_MB) * 2**20),
+                         image_bytes, idle_s if idle_s is not None else session_ttl_s())
         self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._images)
-
-    def put(self, sha256: str, image: Image.Image) -> None:
-        """Keep ``image`` under ``sha256``, evicting the least recently used beyond the budget."""
-        size = image_bytes(image)
-        with self._lock:
-            old = self._images.pop(sha256, None)
-            if old is not None:
-                self.nbytes -= image_bytes(old)
-            if size > self.budget_bytes:
-                return
-            self._images[sha256] = image
-            self.nbytes += size
-            while self.nbytes > self.budget_bytes:
-                _, evicted = self._images.popitem(last=False)
-                self.nbytes -= image_bytes(evicted)
-
-    def get(self, sha256: str) -> Image.Image | None:
-        """The cached image of ``sha256`` (now most recently used), or None."""
-        with self._lock:
-            image = self._images.get(sha256)
-            if image is not None:
-                self._images.move_to_end(sha256)
-            return image
 
     def remember(self, loaded: LoadedImage) -> ShownImage:
         """Cache a freshly decoded upload's full pixels; return what its session keeps."""

@@ -97,8 +97,10 @@ def list_versions(data_dir: Path, task: str) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != CANDIDATES and (p / CARD_FILE).is_file())
 
 
-def _candidate_in(data_dir: Path, task: str, candidate: Path) -> Path:
-    """``candidate`` resolved, checked to be a folder directly under the task's candidates."""
+def checked_candidate(data_dir: Path, task: str, candidate: Path) -> Path:
+    """``candidate`` resolved (links and ``..`` followed), checked to be an existing folder
+    directly under ``<data_dir>/models/<task>/candidates``; :class:`VersionError` with a
+    one-line message otherwise. Every handler that takes a model folder calls this."""
     root = candidates_root(data_dir, task).resolve()
     path = Path(candidate).resolve()
     if path.parent != root or not path.is_dir():
@@ -115,7 +117,7 @@ def promote(data_dir: Path, task: str, candidate: Path, expert: str = "") -> dic
     the card: a tampered or mismatched candidate is refused and the active version
     stays); an existing version folder is never overwritten (a numeric suffix is added).
     """
-    source = _candidate_in(data_dir, task, candidate)
+    source = checked_candidate(data_dir, task, candidate)
     if not is_complete_run(source):
         raise VersionError(f"candidate {source.name} has not finished training")
     try:
@@ -205,6 +207,6 @@ def rollback(data_dir: Path, task: str, version: str, expert: str = "") -> dict[
 
 def discard(data_dir: Path, task: str, candidate: Path) -> str:
     """Delete a candidate folder (finished or failed); return its name."""
-    path = _candidate_in(data_dir, task, candidate)
+    path = checked_candidate(data_dir, task, candidate)
     shutil.rmtree(path)
     return path.name

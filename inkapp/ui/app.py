@@ -28,6 +28,7 @@ from inkapp.curation.analysis import AnalysisCache
 from inkapp.curation.hub import ModelHub
 from .models_tab import build_models_tab
 from inkapp.curation.retrain import RetrainManager
+from inkapp.curation.upload_folder import own_upload_folder
 from inkapp.store.analysed import AnalysedLog
 from .review_tab import build_review_tab
 from .i18n import DETECT_LANG_JS, I18N, LANG_CHOICES, LANG_STORAGE_KEY, Relabel
@@ -109,8 +110,15 @@ def build_app(actions: CurationActions | None = None) -> gr.Blocks:
 
 
 def launch() -> None:
-    """Serve the app on ``$GRADIO_SERVER_NAME`` (default 127.0.0.1) : ``$GRADIO_SERVER_PORT`` (default 7860)."""
-    actions = build_actions()
+    """Serve the app on ``$GRADIO_SERVER_NAME`` (default 127.0.0.1) : ``$GRADIO_SERVER_PORT`` (default 7860).
+
+    Uploads go to the app's own folder under the data directory (``GRADIO_TEMP_DIR`` is
+    set to it, overriding any value in the environment); what earlier servers left there
+    is deleted first (:func:`inkapp.curation.upload_folder.own_upload_folder`).
+    """
+    root = default_data_dir()
+    os.environ["GRADIO_TEMP_DIR"] = str(own_upload_folder(root))  # before any component is built
+    actions = build_actions(root)
     atexit.register(actions.retrain.shutdown)
     demo = build_app(actions)
     demo.queue(default_concurrency_limit=2)
