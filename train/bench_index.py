@@ -175,6 +175,7 @@ def main() -> int:
             print(json.dumps(row), flush=True)
             rows.append(row)
     doc = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads={args.threads}",
+           "load_average_1_5_15_at_end": [round(v, 2) for v in os.getloadavg()],
            "python": platform.python_version(), "k": K, "queries": args.queries, "results": rows,
            "scale_note": SCALE_NOTE}
     out = Path(args.out)
