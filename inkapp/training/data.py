@@ -69,8 +69,9 @@ def merge_corrections(samples: list[Sample], classes: list[str], task: str, corr
 
 def prepare_data(data: str | Path, task: str, image_size: int, grayscale: bool, phash_threshold: int,
                  corrections_csv: str | Path | None = None, classes: list[str] | None = None,
-                 progress: bool = True) -> PreparedData:
-    """Load samples, merge corrections, decode, drop unusable items and group near-duplicates.
+                 progress: bool = True, grouping: str = "strict") -> PreparedData:
+    """Load samples, merge corrections, decode, drop unusable items and group near-duplicates
+    (``grouping``: see :func:`inkapp.data.splits.group_samples`).
 
     ``classes`` defaults to the sorted labels of the base data; samples with other
     labels are counted as ``unknown_label`` and skipped.
@@ -91,7 +92,7 @@ def prepare_data(data: str | Path, task: str, image_size: int, grayscale: bool, 
     canvases = canvases[keep] if len(keep) != len(exists) else canvases
     summary["used"] = len(samples)
     summary["per_class"] = dict(Counter(s.label for s in samples))
-    groups = group_samples(samples, phash_threshold)
+    groups = group_samples(samples, phash_threshold, grouping)
     summary["near_duplicate_groups"] = len(set(groups))
     targets = [classes.index(s.label) for s in samples]
     return PreparedData(samples, classes, targets, canvases, groups, summary)

@@ -36,7 +36,8 @@ def _finished(folder: Path) -> dict[str, Any] | None:
 
 def _prepare(cfg: TrainConfig):
     m = resolve_config(cfg.model)
-    return prepare_data(cfg.data, cfg.task, m.image_size, m.grayscale, cfg.split.phash_threshold)
+    return prepare_data(cfg.data, cfg.task, m.image_size, m.grayscale, cfg.split.phash_threshold,
+                        grouping=cfg.split.grouping)
 
 
 def cross_validate(config: str | Path, folds: int, out: str | Path | None, overrides: dict[str, Any],

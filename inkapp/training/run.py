@@ -83,7 +83,7 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
     mcfg = resolve_config(cfg.model)
     if data is None:
         data = prepare_data(cfg.data, cfg.task, mcfg.image_size, mcfg.grayscale, cfg.split.phash_threshold,
-                            corrections, progress=progress and info.main)
+                            corrections, progress=progress and info.main, grouping=cfg.split.grouping)
     mcfg.num_classes = len(data.classes)
     if split is None and split_file:
         split = load_split(split_file, data.samples)
