@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inkapp.auth import AccessDenied, Experts
+from inkapp.collection.suspects import Suspect, decide_suspect
 from inkapp.data.images import ImageError
 from inkapp.store.corrections import CorrectionError, CorrectionStore
 
@@ -21,6 +22,7 @@ from .analysis import ImageAnalysis, LoadedImage
 from .comparison import compare_with_current
 from .hub import ModelHub
 from .retrain import RetrainError, RetrainManager
+from .similar_view import index_analysis
 from inkapp.store.analysed import AnalysedLog
 from inkapp.store.versions import checked_candidate, is_complete_run
 from inkapp.store.versions import SHIPPED, VersionError, discard, promote, rollback
@@ -102,7 +104,9 @@ class CurationActions:
                         already_logged: set[tuple[str, str, str]]) -> AnalysedImage:
         """Store the image once by content hash (unless ``previous`` is the same image, already
         stored) and log each task's prediction to the review queue, skipping (sha256, task,
-        version) triples in ``already_logged`` (which is updated)."""
+        version) triples in ``already_logged`` (which is updated). When anything new was
+        logged, the image also goes into the collection indexes (similar works,
+        duplicates: :func:`.similar_view.index_analysis`)."""
         if previous is not None and previous.sha256 == loaded.sha256:
             sha, rel = previous.sha256, previous.image_path
         else:
@@ -122,6 +126,8 @@ class CurationActions:
                                 "answer_set": list(view.answer_set),
                                 "model_version": view.model_version})
         self.analysed_log.append(records)
+        if records:  # a new (image, model version): into the similar-works and duplicates indexes
+            index_analysis(self.hub, self.store.data_dir, sha, rel, loaded.image, analysis)
         return current
 
     def submit_correction(self, current: AnalysedImage | None, task: str, corrected_label: str, who: Credentials,
@@ -146,6 +152,25 @@ class CurationActions:
         verdict = "confirmed" if row["corrected_label"] == row["predicted_label"] else "corrected"
         return (f"Saved: {task} of {current.name} {verdict} as **{row['corrected_label']}** by {row['expert']} "
                 f"(row {row['id'][:8]}).")
+
+    def decide_suspect(self, task: str, suspect: Suspect, keep: bool, who: Credentials) -> str:
+        """An expert's decision on a suspect label of ``task``: ``keep`` records the given
+        label (note ``suspect:kept``), otherwise the out-of-fold view becomes the label
+        (``suspect:relabelled``); either way a correction row, so the suspect leaves the
+        queue. Returns a message (``Saved: …`` or ``Not saved: …``)."""
+        try:
+            expert = self.authorise(who)
+        except AccessDenied as err:
+            return f"Not saved: {err}"
+        label = suspect.given_label if keep else suspect.predicted_label
+        predictor = self.hub.predictor(task)
+        classes = predictor.classes if predictor is not None else tuple(suspect.probabilities)
+        try:
+            row = decide_suspect(suspect, task, label, expert, classes, data_dir=self.store.data_dir)
+        except (CorrectionError, ImageError, OSError, ValueError) as err:
+            return f"Not saved: {err}"
+        verdict = "kept as" if keep else "relabelled to"
+        return f"Saved: suspect #{suspect.rank} of {task} {verdict} **{row['corrected_label']}** by {row['expert']}."
 
     def undo_last_correction(self, task: str, who: Credentials) -> str:
         """Revoke the authorised expert's latest correction in ``task``; return a message."""

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import html
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,11 @@ from inkapp.curation.domain import AUTO, DOMAINS
 from inkapp.curation.uploads import UPLOAD_TYPES, UploadItem, expand_uploads, thumbnails
 
 from inkapp.curation.review import pending_review
+from inkapp.curation.exports import ExportFolders, Target, export_annotations, export_record, stored_target
+from inkapp.curation.iiif_items import open_url
+from inkapp.curation.page_view import PageView, page_view
+from inkapp.curation.similar_view import SimilarCard, similar_cards
+from inkapp.iiif import SourceError
 from inkapp.tasks import DOMAIN_TASK, class_name
 
 from .charts import channel_chart, probability_chart
@@ -46,6 +53,9 @@ class AnalyseSession:
     current: AnalysedImage | None = None
     logged: set[tuple[str, str, str]] = field(default_factory=set)
     from_queue: tuple[str, str] | None = None  # (task, sha256) when opened from the review queue
+    iiif_targets: dict[UploadItem, Target] = field(default_factory=dict)  # items opened by URL -> their IIIF target
+    similar: dict[tuple[str, str, str], list[SimilarCard]] = field(default_factory=dict)  # (sha, task, version)
+    page: tuple[tuple[str, str, float], PageView | None] | None = None  # ((sha, version, opacity), page view)
 
 
 @dataclass
@@ -63,6 +73,7 @@ class TaskPanel:
     attention: gr.Gallery
     notes: gr.Markdown
     channels: gr.Plot
+    similar: gr.Gallery  # updated apart from :meth:`components` (see :func:`similar_update`)
 
     def components(self) -> list[gr.components.Component | gr.Column]:
         return [self.column, self.summary, self.chart, self.compare, self.scroll, self.explain, self.attention,
@@ -90,6 +101,46 @@ class TaskPanel:
                 [(image, info.caption[i]) for image, info in view.attention_overlays],
                 researcher_notes(view, lang),
                 None if channels is None else channel_chart(channels[1], channels[0].caption[i]), title]
+
+
+def similar_update(cards: list[SimilarCard], task: str, lang: str) -> list[tuple[Image.Image, str]]:
+    """Gallery value of a task's similar works: letterboxed thumbnails with the label in
+    both languages, the similarity and where the label comes from."""
+    return [(c.thumbnail, c.caption(task, lang)) for c in cards]
+
+
+@dataclass
+class PageSection:
+    """The calligrapher result's page-attribution section (shown for a page only)."""
+
+    column: gr.Column
+    verdict: gr.HTML
+    boxes: gr.Image
+    votes: gr.Plot
+    evidence: gr.Gallery
+
+    def components(self) -> list[Any]:
+        return [self.column, self.verdict, self.boxes, self.votes, self.evidence]
+
+    @staticmethod
+    def hidden() -> list[Any]:
+        return [gr.Column(visible=False), "", None, None, []]
+
+    @staticmethod
+    def shown(view: PageView, lang: str) -> list[Any]:
+        """The page with numbered boxes, the verdict (or the abstain reason), the vote
+        chart and the evidence characters side by side with their heat maps, in ``lang``."""
+        kind = "ink-abstain" if view.abstained else "ink-attributed"
+        verdict = f'<div class="ink-page-verdict {kind}">{html.escape(view.verdict(lang))}</div>'
+        names = {class_name("calligrapher", k).text(lang): p for k, p in view.attribution.probabilities.items()}
+        pairs = []
+        for e in view.evidence:
+            both = Image.new("RGB", (e.crop.width + e.heat.width + 4, e.crop.height), (255, 255, 255))
+            both.paste(e.crop, (0, 0))
+            both.paste(e.heat, (e.crop.width + 4, 0))
+            pairs.append((both, view.caption(e, lang)))
+        chart = probability_chart(names, view.threshold, t(lang, "page_votes")) if names else None
+        return [gr.Column(visible=True), verdict, view.boxes, chart, pairs]
 
 
 def status_markdown(analysis: ImageAnalysis, n_items: int, index: int, lang: str = "en") -> str:
@@ -135,6 +186,11 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
         with gr.Column(scale=1, min_width=280):
             files = relabel.label(gr.File(label=I18N("upload"), file_count="multiple", file_types=UPLOAD_TYPES,
                                           elem_id="ink-upload"), "upload")
+            with gr.Row(equal_height=True):
+                iiif_url = relabel.label(gr.Textbox(label=I18N("iiif_url"), placeholder="https://…/manifest.json",
+                                                    elem_id="ink-iiif-url", scale=3), "iiif_url")
+                iiif_open = relabel.value(gr.Button(I18N("iiif_open"), elem_id="ink-iiif-open", scale=1,
+                                                    size="sm"), "iiif_open")
             domain = relabel.label(gr.Radio([AUTO, *DOMAINS], value=AUTO, label=I18N("domain"),
                                           elem_id="ink-domain"), "domain")
             cam_method = relabel.label(gr.Dropdown([(m.label, key) for key, m in CAM_METHODS.items()],
@@ -158,7 +214,15 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
                 correct_message = gr.Markdown(elem_id="ink-correct-message")
         with gr.Column(scale=3):
             status = gr.Markdown(I18N("status_empty"), elem_id="ink-status")
+            with gr.Row():
+                record_button = relabel.value(gr.Button(I18N("export_record"), elem_id="ink-export-record",
+                                                        size="sm"), "export_record")
+                annotations_button = relabel.value(gr.Button(I18N("export_annotations"), size="sm",
+                                                             elem_id="ink-export-annotations"), "export_annotations")
+            exported = relabel.label(gr.File(label=I18N("exports"), file_count="multiple", interactive=False,
+                                             elem_id="ink-exports", height=90), "exports")
             panels: list[TaskPanel] = []
+            page_section: PageSection | None = None
             for task in TASKS:
                 with gr.Column(visible=False, elem_classes="ink-panel") as column:
                     title = gr.Markdown(f"### {get_task(task).title.en}")
@@ -169,9 +233,27 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
                         compare = relabel.label(gr.ImageSlider(label=I18N("compare"), type="pil", format="jpeg",
                                                                max_height=640, elem_id=f"ink-compare-{task}",
                                                                scale=3), "compare")
+                    if task == "calligrapher":
+                        with gr.Column(visible=False, elem_id="ink-page") as page_column:
+                            relabel.value(gr.Markdown(I18N("page_title")), "page_title")
+                            page_verdict = gr.HTML(elem_id="ink-page-verdict")
+                            with gr.Row():
+                                page_boxes = relabel.label(gr.Image(label=I18N("page_boxes"), type="pil",
+                                                                    format="jpeg", interactive=False, scale=3,
+                                                                    elem_id="ink-page-boxes"), "page_boxes")
+                                page_votes = relabel.label(gr.Plot(label=I18N("page_votes"), scale=2,
+                                                                   elem_id="ink-page-votes"), "page_votes")
+                            page_evidence = relabel.label(gr.Gallery(label=I18N("page_evidence"), columns=4,
+                                                                     height="auto", object_fit="contain",
+                                                                     allow_preview=False, format="jpeg",
+                                                                     elem_id="ink-page-evidence"), "page_evidence")
+                        page_section = PageSection(page_column, page_verdict, page_boxes, page_votes, page_evidence)
                     scroll = gr.HTML(elem_id=f"ink-scroll-{task}")
                     explain = relabel.label(gr.Dropdown(choices=[], label=I18N("explain"), allow_custom_value=True,
                                                         elem_id=f"ink-explain-{task}"), "explain")
+                    similar = relabel.label(gr.Gallery(label=I18N("similar"), columns=5, height="auto",
+                                                       object_fit="contain", allow_preview=False, format="jpeg",
+                                                       elem_id=f"ink-similar-{task}"), "similar")
                     with gr.Accordion(I18N("researchers"), open=False, elem_id=f"ink-researchers-{task}") as more:
                         relabel.label(more, "researchers")
                         notes = gr.Markdown(elem_id=f"ink-notes-{task}")
@@ -181,10 +263,15 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
                         channels = relabel.label(gr.Plot(label=I18N("channels"), elem_id=f"ink-channels-{task}"),
                                                  "channels")
                 panels.append(TaskPanel(task, column, title, summary, chart, compare, scroll, explain, attention,
-                                        notes, channels))
+                                        notes, channels, similar))
+    assert page_section is not None, "the task registry has no calligrapher task"
     session = gr.State(AnalyseSession(), time_to_live=session_ttl_s())
     panel_outputs = [c for p in panels for c in p.components()]
-    outputs = [status, session, correct_task, correct_label, *panel_outputs]
+    # new outputs go after the existing ones, so API clients reading them by position keep working
+    extra_outputs = [*(p.similar for p in panels), *page_section.components()]
+    outputs = [status, session, correct_task, correct_label, *panel_outputs, *extra_outputs]
+    folders = ExportFolders(Path(tempfile.mkdtemp(prefix="inkapp-analyse-")))
+    data_dir = actions.store.data_dir
 
     def render(state: AnalyseSession, domain_choice: str, method: str, alpha: float, lang: str = "en",
                record: bool = False) -> list[Any]:
@@ -192,13 +279,14 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
         options before) and produce every output in ``lang``; ``record`` stores the image and
         logs its predictions (a new image or domain), which redrawing (opacity, heat-map
         method, explained class, language) never does."""
-        hidden = [u for _ in panels for u in TaskPanel.hidden()]
+        hidden = [*(u for _ in panels for u in TaskPanel.hidden()), *([] for _ in panels), *PageSection.hidden()]
         no_task = [gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[], value=None)]
         if not state.items:
             return [t(lang, "status_empty"), state, *no_task, *hidden]
         item = state.items[state.index]
         if state.loaded is None or state.loaded_item != item:
             state.current, state.loaded_item, record = None, item, True
+            state.similar, state.page = {}, None
             try:
                 loaded = load_upload(item.read_bytes(), item.name)
             except ImageError as err:
@@ -218,6 +306,10 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
         cards = {task: (hub.predictor(task).card if hub.predictor(task) else None) for task in views}
         updates = [u for p in panels for u in (TaskPanel.shown(views[p.task], analysis.display, cards[p.task], lang)
                                                if p.task in views else TaskPanel.hidden())]
+        updates += [similar_update(similar_for(loaded, views[p.task], state), p.task, lang) if p.task in views else []
+                    for p in panels]
+        page = page_for(loaded, state, float(alpha)) if "calligrapher" in views else None
+        updates += PageSection.hidden() if page is None else PageSection.shown(page, lang)
         tasks = list(state.current.predictions)
         chosen = state.from_queue[0] if state.from_queue and state.from_queue[0] in tasks else \
             (tasks[0] if tasks else None)
@@ -228,6 +320,25 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
                             value=first.label if first else None),
                 *updates]
 
+    def similar_for(loaded: Any, view: TaskView, state: AnalyseSession) -> list[SimilarCard]:
+        """The similar works of the image on screen for ``view``'s task (kept in the session)."""
+        if view.error:
+            return []
+        key = (loaded.sha256, view.task, view.model_version)
+        if key not in state.similar:
+            state.similar[key] = similar_cards(hub, loaded.data, view.task, data_dir)
+        return state.similar[key]
+
+    def page_for(loaded: Any, state: AnalyseSession, alpha: float) -> PageView | None:
+        """The page attribution of the image on screen (None: not a page), kept in the session."""
+        calligrapher = hub.predictor("calligrapher")
+        if calligrapher is None:
+            return None
+        key = (loaded.sha256, calligrapher.version, alpha)
+        if state.page is None or state.page[0] != key:
+            state.page = (key, page_view(loaded.image, calligrapher, hub.predictor("calligraphy-script"), alpha))
+        return state.page[1]
+
     def on_upload(paths: list[str] | None, domain_choice: str, method: str, alpha: float, lang: str,
                   state: AnalyseSession) -> list[Any]:
         items, problems = expand_uploads(paths or [])
@@ -236,6 +347,54 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
         if problems:
             out[0] = "  \n".join([*problems, out[0]])
         return [thumbnails(items), *out]
+
+    def on_open_url(url: str, domain_choice: str, method: str, alpha: float, lang: str,
+                    state: AnalyseSession) -> list[Any]:
+        """Open an IIIF image or manifest URL: every canvas becomes a gallery item; a bad
+        URL or manifest leaves the page as it was and says why in one line."""
+        try:
+            opened = open_url(url, folders.new())
+        except SourceError as err:
+            message = pick(("Could not open the URL: ", "无法打开该网址："), lang) + str(err)
+            gr.Warning(message)
+            return [gr.update(), message, *[gr.update() for _ in outputs[1:]]]
+        items = [o.item for o in opened]
+        state = AnalyseSession(items=items, iiif_targets={o.item: o.target for o in opened})
+        return [thumbnails(items), *render(state, domain_choice, method, alpha, lang)]
+
+    def shown_image(state: AnalyseSession) -> Any:
+        """The decoded image on screen (None when there is none or it can no longer be read)."""
+        if state.current is None or state.loaded is None or state.loaded_item is None:
+            return None
+        item, stored = state.loaded_item, data_dir / state.current.image_path
+        try:
+            return PIXELS.loaded(state.loaded, lambda: decode_again(item, stored))
+        except ImageError:
+            return None
+
+    def on_export_record(lang: str, state: AnalyseSession) -> list[str] | None:
+        loaded = shown_image(state)
+        if loaded is None:
+            gr.Warning(pick(("Analyse an image first.", "请先分析一张图像。"), lang))
+            return None
+        predictors = [p for p in (hub.predictor(task) for task in state.current.predictions) if p is not None]
+        files, note = export_record(loaded, predictors, data_dir, folders.new())
+        if note:
+            gr.Info(pick(("HTML only: ", "仅 HTML："), lang) + note)
+        return [str(f) for f in files]
+
+    def on_export_annotations(lang: str, state: AnalyseSession) -> list[str] | None:
+        loaded = shown_image(state)
+        if loaded is None:
+            gr.Warning(pick(("Analyse an image first.", "请先分析一张图像。"), lang))
+            return None
+        target = state.iiif_targets.get(state.loaded_item) or stored_target(data_dir, state.current, loaded.image.size)
+        page = state.page[1] if state.page is not None else None
+        calligrapher = hub.predictor("calligrapher")
+        path = export_annotations(state.current, target, loaded.image.size, actions.store.active(), folders.new(),
+                                  page.attribution if page is not None else None,
+                                  calligrapher.version if calligrapher is not None else "")
+        return [str(path)]
 
     def on_select(evt: gr.SelectData, domain_choice: str, method: str, alpha: float, lang: str,
                   state: AnalyseSession) -> list[Any]:
@@ -301,6 +460,10 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
 
     options = [domain, cam_method, opacity, lang, session]
     files.upload(on_upload, [files, *options], [gallery, *outputs], api_name="analyse")
+    gr.on([iiif_open.click, iiif_url.submit], on_open_url, [iiif_url, *options], [gallery, *outputs],
+          api_name="open_url")
+    record_button.click(on_export_record, [lang, session], exported, api_name="export_record")
+    annotations_button.click(on_export_annotations, [lang, session], exported, api_name="export_annotations")
     gallery.select(on_select, options, outputs, api_name=False)
     domain.input(on_domain, options, outputs, api_name="reanalyse")
     cam_method.input(on_options, options, outputs, api_name=False)
