@@ -148,7 +148,8 @@ def _attribute(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     from .scan import run_scan
 
-    summary = run_scan(args.dir, args.out, _model_folder(args.task, args.weights), args.batch_size, args.workers)
+    summary = run_scan(args.dir, args.out, _model_folder(args.task, args.weights), args.batch_size, args.workers,
+                       args.batch_pixels)
     print(f"scan: {summary.scanned} images classified ({summary.errors} errors), {summary.skipped} already in "
           f"{args.out}, {summary.seconds:.1f} s", file=sys.stderr)
     if args.duplicates and int(os.environ.get("RANK", "0")) == 0:
@@ -160,9 +161,11 @@ def _scan_duplicates(args: argparse.Namespace) -> None:
     """Index the scanned images in the task's collection index; one JSON line per near-duplicate pair."""
     from .collection.duplicates import duplicate_pairs, index_scan, threshold_for
     from .inference import Predictor
+    from .scan import batch_for
 
     predictor = Predictor.from_folder(_model_folder(args.task, args.weights))
-    shas, errors = index_scan(args.dir, args.out, args.task, predictor=predictor, batch_size=args.batch_size)
+    batch = batch_for(predictor.preprocessor.size, args.batch_pixels, args.batch_size)
+    shas, errors = index_scan(args.dir, args.out, args.task, predictor=predictor, batch_size=batch)
     for message in errors:
         print(message, file=sys.stderr)
     threshold = threshold_for(args.task) if args.threshold is None else args.threshold
@@ -343,8 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", required=True)
     s.add_argument("--out", required=True, help="results CSV; rows already in it are skipped")
     s.add_argument("--weights", help="model folder (default: the shipped weights for TASK)")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1, at most 4)")
+    s.add_argument("--batch-size", type=int, default=None,
+                   help="at most this many images per batch (default: as many as --batch-pixels allows)")
+    s.add_argument("--batch-pixels", type=int, default=None,
+                   help="model-input pixels per batch, which bounds memory at every input size (default 2**21: "
+                        "32 images at 256 px, 8 at 512 px)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (default: every core on CUDA; cores - 1, at most 4, on CPU)")
     s.add_argument("--duplicates", action="store_true",
                    help="also add the images to the task's collection index (data directory) and print near-duplicate "
                         "pairs as JSON lines")
