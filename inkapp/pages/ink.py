@@ -72,13 +72,14 @@ def working_copy(image: Image.Image) -> tuple[Image.Image, float]:
 def _seal_and_colour(rgb: np.ndarray) -> tuple[np.ndarray, float]:
     """Red-seal mask (bool H×W, dilated by 2 px) and the fraction of cool-coloured
     pixels: hue green to violet (OpenCV hue 35–160), saturation ≥ 30 and value ≥ 60
-    of 255. Paper tints (yellow, brown) and seals (red) are warm, so ink calligraphy
+    of 255, not within 7 px of seal red. Paper tints (yellow, brown) and seals (red) are warm, so ink calligraphy
     has next to none; paintings' foliage, water and sky do."""
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    red = (sat >= 90) & (val >= 60) & ((hue <= 10) | (hue >= 165))
-    seal = cv2.dilate(red.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    cool = (sat >= 30) & (val >= 60) & (hue >= 35) & (hue <= 160)
+    red = ((sat >= 90) & (val >= 60) & ((hue <= 10) | (hue >= 165))).astype(np.uint8)
+    seal = cv2.dilate(red, np.ones((5, 5), np.uint8)) > 0
+    fringe = cv2.dilate(red, np.ones((15, 15), np.uint8)) > 0  # JPEG chroma bleeds purple around seals
+    cool = (sat >= 30) & (val >= 60) & (hue >= 35) & (hue <= 160) & ~fringe
     return seal, float(cool.mean())
 
 
