@@ -1,6 +1,7 @@
 """Saving and loading models: ``model.safetensors`` + ``card.json`` in one folder.
 
-Only safetensors and JSON are ever read (no pickle). A card whose class list or
+Only safetensors and JSON are ever read (no pickle). A folder whose card lists ``members``
+holds an ensemble (:mod:`inkapp.models.ensemble`), one model folder per member. A card whose class list or
 architecture does not match the tensors fails with :class:`ModelLoadError` naming
 the mismatch.
 """
@@ -71,9 +72,15 @@ def read_card(folder: str | Path) -> dict[str, Any]:
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Model (eval mode, float32, on ``device``) and card from a folder written by :func:`save_model`."""
+    """Model (eval mode, float32, on ``device``) and card from a folder written by :func:`save_model`,
+    or an :class:`inkapp.models.ensemble.Ensemble` when the card lists ``members``
+    (a folder written by :func:`inkapp.models.ensemble.save_ensemble`)."""
     folder = Path(folder)
     card = read_card(folder)
+    if "members" in card:  # an ensemble folder (issue 15): members/<i>/ each a model folder
+        from .ensemble import load_ensemble  # ensemble.py builds on this module
+
+        return load_ensemble(folder, card, device)
     try:
         cfg: ModelConfig = resolve_config({**card["model"], "pretrained": None})
         model = build_model(cfg)
