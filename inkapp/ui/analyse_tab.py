@@ -5,7 +5,7 @@ import html
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gradio as gr
@@ -15,8 +15,8 @@ from inkapp.data.images import ImageError
 from inkapp.tasks import TASKS
 
 from inkapp.curation.actions import AnalysedImage, Credentials, CurationActions
-from inkapp.curation.analysis import (DEFAULT_CAM, AnalysisCache, ImageAnalysis, TaskView, analyse_loaded,
-                                     load_upload)
+from inkapp.curation.analysis import (DEFAULT_CAM, AnalysisCache, ImageAnalysis, LoadedImage, TaskView,
+                                     analyse_loaded, load_upload)
 from inkapp.curation.pixels import PIXELS, ShownImage, decode_again, session_ttl_s
 from inkapp.explain.cam import CAM_METHODS
 from inkapp.tasks import get as get_task
@@ -170,12 +170,15 @@ def task_choices(tasks: list[str], lang: str) -> list[tuple[str, str]]:
 class AnalyseTab:
     """What the rest of the app needs from the Analyse tab to open a review-queue item in it:
     ``open_stored(state, task, sha256, domain, method, opacity, lang)`` returns the values
-    of :attr:`outputs`; :attr:`options` are the inputs it needs besides the item."""
+    of :attr:`outputs`; :attr:`options` are the inputs it needs besides the item;
+    :attr:`credentials` are the sign-in inputs (expert name, password) that other tabs'
+    expert actions pass on."""
 
     session: gr.State
     options: list[Any]
     outputs: list[Any]
     open_stored: Callable[..., list[Any]]
+    credentials: list[Any] = field(default_factory=list)
 
 
 def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: Relabel, signin: SignIn,
@@ -306,8 +309,8 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
         cards = {task: (hub.predictor(task).card if hub.predictor(task) else None) for task in views}
         updates = [u for p in panels for u in (TaskPanel.shown(views[p.task], analysis.display, cards[p.task], lang)
                                                if p.task in views else TaskPanel.hidden())]
-        updates += [similar_update(similar_for(loaded, views[p.task], state), p.task, lang) if p.task in views else []
-                    for p in panels]
+        updates += [similar_update(similar_for(with_bytes(loaded, state), views[p.task], state), p.task, lang)
+                    if p.task in views else [] for p in panels]
         page = page_for(loaded, state, float(alpha)) if "calligrapher" in views else None
         updates += PageSection.hidden() if page is None else PageSection.shown(page, lang)
         tasks = list(state.current.predictions)
@@ -320,16 +323,23 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
                             value=first.label if first else None),
                 *updates]
 
-    def similar_for(loaded: Any, view: TaskView, state: AnalyseSession) -> list[SimilarCard]:
+    def with_bytes(loaded: LoadedImage, state: AnalyseSession) -> LoadedImage:
+        """``loaded`` with its bytes: a copy from the pixel cache has none, so they are read
+        from the stored copy (stored by content hash: the same bytes)."""
+        if loaded.data or state.current is None:
+            return loaded
+        return replace(loaded, data=(data_dir / state.current.image_path).read_bytes())
+
+    def similar_for(loaded: LoadedImage, view: TaskView, state: AnalyseSession) -> list[SimilarCard]:
         """The similar works of the image on screen for ``view``'s task (kept in the session)."""
         if view.error:
             return []
         key = (loaded.sha256, view.task, view.model_version)
         if key not in state.similar:
-            state.similar[key] = similar_cards(hub, loaded.data, view.task, data_dir)
+            state.similar[key] = similar_cards(hub, loaded.data, view.task, data_dir) if loaded.data else []
         return state.similar[key]
 
-    def page_for(loaded: Any, state: AnalyseSession, alpha: float) -> PageView | None:
+    def page_for(loaded: LoadedImage, state: AnalyseSession, alpha: float) -> PageView | None:
         """The page attribution of the image on screen (None: not a page), kept in the session."""
         calligrapher = hub.predictor("calligrapher")
         if calligrapher is None:
@@ -368,8 +378,8 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
             return None
         item, stored = state.loaded_item, data_dir / state.current.image_path
         try:
-            return PIXELS.loaded(state.loaded, lambda: decode_again(item, stored))
-        except ImageError:
+            return with_bytes(PIXELS.loaded(state.loaded, lambda: decode_again(item, stored)), state)
+        except (ImageError, OSError):
             return None
 
     def on_export_record(lang: str, state: AnalyseSession) -> list[str] | None:
@@ -477,4 +487,4 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
                                                     api_name=False)
     undo.click(on_undo, [correct_task, *signin.credentials], correct_message, api_name="undo_correction")
     next_item.click(lambda *a: next_in_queue(*a, message="next"), options, outputs, api_name=False)
-    return AnalyseTab(session, options, outputs, open_stored)
+    return AnalyseTab(session, options, outputs, open_stored, list(signin.credentials))
