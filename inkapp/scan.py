@@ -51,6 +51,7 @@ from inkapp.data.images import ImageError, effective_max_bytes, load_image, sha2
 from inkapp.data.preprocess import Preprocessor
 from inkapp.device import default_device, init_distributed, usable_cores
 from inkapp.inference import Predictor
+from inkapp.scan_pages import page_rows_for
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".gif", ".bmp"})
 FIXED_COLUMNS = ("path", "sha256", "label", "confidence", "uncertain", "answer_set")
@@ -292,6 +293,7 @@ def scan(
     batches = BatchSampler(SequentialSampler(range(len(todo))), batch, drop_last=False)
     loader = DataLoader(ScanDataset(root, todo, predictor.preprocessor), sampler=batches, batch_size=None,
                         num_workers=workers, pin_memory=predictor.device.type == "cuda")
+    pages = page_rows_for(predictor)  # calligrapher: a page image gets the page attribution (inkapp.scan_pages)
     scanned = errors = 0
     start = time.perf_counter()
     with open(target, "a", encoding="utf-8", newline="") as fh, \
@@ -299,6 +301,8 @@ def scan(
                  disable=not progress or rank != 0) as bar:
         for item in loader:
             rows = _rows(predictor, todo, item)
+            if pages is not None:
+                rows = pages.rewrite(root, rows)
             fh.write("".join(_format_row(row) for row in rows))  # whole rows, flushed once per batch
             fh.flush()
             errors += sum(bool(row[-1]) for row in rows)

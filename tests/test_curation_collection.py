@@ -26,6 +26,7 @@ from inkapp.data.images import sha256_file
 from inkapp.curation.review_lists import duplicates_report, suspect_caption, suspect_list
 from inkapp.curation.similar_view import THUMB_SIDE, similar_cards
 from inkapp.iiif import SourceError
+from inkapp.inference import Predictor
 from inkapp.pages.attribute import REASONS
 from inkapp.pages.synthetic import PageSpec, compose_page
 from inkapp.store.analysed import AnalysedLog
@@ -262,3 +263,34 @@ def test_suspect_decision_needs_an_authorised_expert(ui_weights_dir: Path, tmp_p
     message = restricted.decide_suspect("calligrapher", suspect, True, Credentials("curator", "wrong"))
     assert message.startswith("Not saved") and "curator" not in message.split(":", 1)[0]
     assert not (root / "corrections.csv").exists() or store.rows() == []
+
+
+def test_scan_of_calligrapher_pages_uses_the_page_attribution(ui_weights_dir: Path, tmp_path: Path) -> None:
+    import csv
+
+    from inkapp.pages.attribute import attribute_page
+    from inkapp.paths import shipped_weights
+    from inkapp.scan import scan
+
+    calligrapher = Predictor.from_folder(ui_weights_dir / "calligrapher", device="cpu")
+    script = Predictor.from_folder(shipped_weights("calligraphy-script"), device="cpu")
+    root = tmp_path / "scans"
+    root.mkdir()
+    page = compose(6, 9)
+    page.save(root / "page.png")
+    char = glyph(np.random.default_rng(4))
+    char.save(root / "char.png")
+    out = tmp_path / "results.csv"
+    scan(root, out, calligrapher, workers=0, progress=False)
+    rows = {r["path"]: r for r in csv.DictReader(open(out, encoding="utf-8", newline=""))}
+
+    expected = attribute_page(page, calligrapher, script)
+    assert len(expected.characters) >= 2
+    got = {c: float(rows["page.png"][f"p_{c}"]) for c in calligrapher.classes}
+    assert got == pytest.approx(expected.probabilities, abs=2e-6)
+    best = max(expected.probabilities, key=expected.probabilities.__getitem__)
+    assert rows["page.png"]["label"] == best
+    assert rows["page.png"]["uncertain"] == str(expected.attribution is None).lower()
+    single = calligrapher.predict([char])[0]  # a single character is classified whole, as before
+    assert rows["char.png"]["label"] == single.label
+    assert float(rows["char.png"]["confidence"]) == pytest.approx(single.confidence, abs=2e-6)
