@@ -11,7 +11,7 @@ from PIL import Image
 
 from fallback_data import stroke_image
 from inkapp.data.dataset import scan_imagefolder
-from inkapp.data.splits import group_samples, hamming_links, source_works, split_indices
+from inkapp.data.splits import group_samples, hamming_links, kfold_splits, oversized_groups, source_works, split_indices
 
 #: (class, file, source_path): three pages of one titled work, numbered scrapes, and a naming scheme.
 ROWS = [("kaishu", f"p{i}.png", f"data/kaishu/多宝塔碑_页面_{i:03d}.jpg") for i in range(3)] + \
@@ -73,3 +73,18 @@ def test_hamming_links_match_a_bit_count() -> None:
     expect = {(a, b) for a in range(len(hashes)) for b in range(a + 1, len(hashes))
               if hashes[a] is not None and hashes[b] is not None and bin(hashes[a] ^ hashes[b]).count("1") <= 12}
     assert links == expect and len(expect) >= 5
+
+
+def test_a_work_too_big_for_a_fold_is_trained_on_never_tested() -> None:
+    labels = ["a"] * 8 + ["a", "b"] * 26
+    groups = [0] * 8 + list(range(1, 53))  # images 0-7: one work of class a (8 > 60 / 10 / 2 = 3 images)
+    assert oversized_groups(groups, 10) == {0}
+    for seed in range(4):
+        loose = split_indices(labels, groups, seed=seed, grouping="loose")
+        assert set(range(8)) <= set(loose["train"])
+        assert sorted(loose["train"] + loose["val"] + loose["test"]) == list(range(60))
+        assert loose["val"] and loose["test"]
+        for fold in kfold_splits(labels, groups, 5, seed=seed, grouping="loose"):
+            assert set(range(8)) <= set(fold["train"])
+    # without the rule the work fills the test part (as calligraphy-script's 366-image component did)
+    assert set(range(8)) <= set(split_indices(labels, groups, seed=0)["test"])

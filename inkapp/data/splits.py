@@ -17,11 +17,16 @@ Two groupings (:data:`GROUPINGS`, the ``split.grouping`` key of a training confi
   ``人物182.jpg`` without the ``_<n>`` page suffix) carry no work and are not linked;
   a data folder without a manifest (e.g. the calligrapher's ``.mat`` indices carry no
   page) gets the hash links only.
-* ``loose-dhash`` — ``loose`` without the pHash link, for sets of tiny single-character
-  crops: on the calligrapher's 64-px characters a 64-bit pHash does not tell duplicates
-  from characters that merely look alike — pHash ≤ 12 links 2064 of the 2371 images and
-  chains 1988 of them into one component (≤ 8 already 792 images, largest group 174),
-  while dHash-256 ≤ 12 links 22 images (measured 2026-11-25).
+* ``loose-dhash`` — ``loose`` with the pHash link kept at the strict ``threshold`` (8), for
+  calligraphy: a 64-bit pHash does not tell a duplicate page or character from one that
+  merely looks alike — on the calligrapher's 64-px characters pHash ≤ 12 links 2064 of the
+  2371 images and chains 1988 of them into one component (≤ 8: largest group 174); on
+  calligraphy-script's pages it chains the three largest works, of three different
+  scripts, into one component of 366 (≤ 8: largest 145, the biggest work), while
+  dHash-256 ≤ 12 links 22 and 0 images (measured 2026-11-25).
+
+With a loose grouping, a group too big for one fold goes to train whole
+(:func:`oversized_groups`).
 
 Groups are the connected components of these links plus any caller-given group ids
 (``Sample.group``). Unreadable images get a group of their own.
@@ -31,6 +36,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -169,13 +175,12 @@ def near_duplicate_groups(hashes: list[int | None], threshold: int = DEFAULT_THR
 
 def loose_links(samples: list[Sample], threshold: int = DEFAULT_THRESHOLD, grouping: str = "loose") -> list[tuple[int, int]]:
     """Direct links (index pairs) of the ``loose`` / ``loose-dhash`` groupings: dHash-256
-    within :data:`LOOSE_DHASH` bits, pages of one source work, and (``loose`` only) pHash
-    within max(``threshold``, :data:`LOOSE_PHASH`) bits."""
+    within :data:`LOOSE_DHASH` bits, pages of one source work, and pHash within
+    max(``threshold``, :data:`LOOSE_PHASH`) bits (``loose``) or ``threshold`` bits, the strict
+    link (``loose-dhash``), so every grouping contains the strict one."""
     paths = [s.path for s in samples]
     links = hamming_links(dhashes(paths), LOOSE_DHASH, DHASH_SIZE * DHASH_SIZE) + label_links(source_works(samples))
-    if grouping == "loose":
-        links += hamming_links(phashes(paths), max(threshold, LOOSE_PHASH))
-    return links
+    return links + hamming_links(phashes(paths), max(threshold, LOOSE_PHASH) if grouping == "loose" else threshold)
 
 
 def group_samples(samples: list[Sample], threshold: int = DEFAULT_THRESHOLD, grouping: str = "strict") -> list[int]:
@@ -190,36 +195,53 @@ def group_samples(samples: list[Sample], threshold: int = DEFAULT_THRESHOLD, gro
     return near_duplicate_groups([None] * len(samples), threshold, given, loose_links(samples, threshold, grouping))
 
 
-def split_indices(labels: list[str], groups: list[int], ratios: tuple[float, float, float] = (0.7, 0.2, 0.1), seed: int = 0) -> dict[str, list[int]]:
+def split_indices(labels: list[str], groups: list[int], ratios: tuple[float, float, float] = (0.7, 0.2, 0.1), seed: int = 0,
+                  grouping: str = "strict") -> dict[str, list[int]]:
     """Stratified group split into train/val/test index lists.
 
     The data are cut into ``k = round(1 / min(ratio))`` stratified group folds (10 for
     7:2:1) and whole folds are assigned to test, val and train in proportion to
-    ``ratios``.
+    ``ratios``. With a ``loose`` grouping, groups too big for a fold
+    (:func:`oversized_groups`) go to train.
     """
     k = max(3, round(1 / min(r for r in ratios if r > 0)))
-    folds = fold_assignment(labels, groups, k, seed)
+    folds = fold_assignment(labels, groups, k, seed, grouping)
     n_test = max(1, round(ratios[2] * k))
     n_val = max(1, round(ratios[1] * k))
     out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for i, f in enumerate(folds):
-        out["test" if f < n_test else "val" if f < n_test + n_val else "train"].append(i)
+        out["train" if f < 0 else "test" if f < n_test else "val" if f < n_test + n_val else "train"].append(i)
     return out
 
 
-def fold_assignment(labels: list[str], groups: list[int], k: int, seed: int = 0) -> list[int]:
-    """Fold index (0..k−1) per sample from a stratified group k-fold."""
+def oversized_groups(groups: list[int], k: int) -> set[int]:
+    """Groups larger than half a fold (``len(groups) / k / 2`` items). A loose grouping keeps
+    whole source works together, and one work can hold a third of a class (145 of the 445
+    regular-script pages are one book); put in a test or validation fold, it would make that
+    fold mostly one work. Such groups are trained on and never tested on."""
+    limit = max(1, len(groups) // (2 * k))
+    sizes = Counter(groups)
+    return {g for g, c in sizes.items() if c > limit}
+
+
+def fold_assignment(labels: list[str], groups: list[int], k: int, seed: int = 0, grouping: str = "strict") -> list[int]:
+    """Fold index (0..k−1) per sample from a stratified group k-fold; −1 (always train) for
+    the :func:`oversized_groups` of a non-``strict`` grouping."""
+    big = set() if grouping == "strict" else oversized_groups(groups, k)
+    rest = [i for i, g in enumerate(groups) if g not in big]
+    folds = [-1] * len(labels)
     sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    folds = [0] * len(labels)
-    for f, (_, test) in enumerate(sgkf.split(np.zeros(len(labels)), labels, groups)):
+    for f, (_, test) in enumerate(sgkf.split(np.zeros(len(rest)), [labels[i] for i in rest], [groups[i] for i in rest])):
         for i in test:
-            folds[i] = f
+            folds[rest[i]] = f
     return folds
 
 
-def kfold_splits(labels: list[str], groups: list[int], k: int, seed: int = 0) -> list[dict[str, list[int]]]:
-    """k train/val/test splits: fold i is the test set, fold i+1 (mod k) validation, the rest train."""
-    folds = fold_assignment(labels, groups, k, seed)
+def kfold_splits(labels: list[str], groups: list[int], k: int, seed: int = 0,
+                 grouping: str = "strict") -> list[dict[str, list[int]]]:
+    """k train/val/test splits: fold i is the test set, fold i+1 (mod k) validation, the rest
+    train (with the oversized groups of a loose ``grouping``, see :func:`fold_assignment`)."""
+    folds = fold_assignment(labels, groups, k, seed, grouping)
     splits = []
     for i in range(k):
         v = (i + 1) % k

@@ -49,7 +49,7 @@ def cross_validate(config: str | Path, folds: int, out: str | Path | None, overr
     cfg = load_config(config, overrides)
     out = Path(out) if out else Path("runs") / f"cv-{cfg.task}-{datetime.now():%Y%m%d-%H%M%S}"
     prepared = _prepare(cfg)
-    splits = kfold_splits([s.label for s in prepared.samples], prepared.groups, folds, cfg.split.seed)
+    splits = kfold_splits([s.label for s in prepared.samples], prepared.groups, folds, cfg.split.seed, cfg.split.grouping)
     per_fold = []
     for i, split in enumerate(splits):
         _log(f"fold {i + 1}/{folds}")
@@ -75,7 +75,8 @@ def ablate(config: str | Path, variants: list[str], seeds: int, out: str | Path 
     cfg = load_config(config, overrides)
     out = Path(out) if out else Path("runs") / f"ablate-{cfg.task}-{datetime.now():%Y%m%d-%H%M%S}"
     prepared = _prepare(cfg)
-    split = split_indices([s.label for s in prepared.samples], prepared.groups, cfg.split.ratios, cfg.split.seed)
+    split = split_indices([s.label for s in prepared.samples], prepared.groups, cfg.split.ratios, cfg.split.seed,
+                          cfg.split.grouping)
     table: dict[str, Any] = {}
     for variant in variants:
         vcfg = resolve_config({**cfg.model, "arch": variant})

@@ -89,7 +89,7 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
         split = load_split(split_file, data.samples)
     if split is None:
         split = split_indices([data.samples[i].label for i in range(len(data.samples))], data.groups,
-                              cfg.split.ratios, cfg.split.seed)
+                              cfg.split.ratios, cfg.split.seed, cfg.split.grouping)
     mean, std = normalisation(mcfg.backbone) if mcfg.arch != "smallcnn" else ((0.5,) * 3, (0.5,) * 3)
     pre = Preprocessor(mcfg.image_size, mcfg.grayscale, mean, std)
     spec = ScoringSpec(tuple(mean), tuple(std), cfg.train.tta_hflip)
