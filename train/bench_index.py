@@ -1,7 +1,9 @@
 """Vector-index benchmark at 100 000 synthetic vectors: build time, query latency
 (p50/p95, one query at a time, k=10), resident memory added by the index, and
 recall@10 against exact search, for every candidate library importable here
-(faiss-cpu, hnswlib, usearch). The result decides the library behind
+(faiss-cpu, hnswlib, usearch), and the project's persisted
+:class:`inkapp.store.vectors.VectorIndex` (build = one add with its file writes, cold
+reload, adding one image). The result decides the library behind
 :mod:`inkapp.store.vectors` and is written to ``docs/results/bench-index.json``.
 
     OMP_NUM_THREADS=1 python train/bench_index.py [--n 100000] [--dim 1280 128] [--queries 500] [--threads 1]
@@ -121,6 +123,44 @@ def _usearch_exact(dim: int, threads: int):
     return build, lambda q: search(store["x"], q, K, metric="ip", exact=True).keys
 
 
+def persisted_store(base: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict:
+    """The project's own path, :class:`inkapp.store.vectors.VectorIndex` in a temporary
+    folder: one add of every vector (embedding + fsync'd index file + JSON sidecar),
+    a cold reload, queries through :meth:`search`, and the cost of adding one more image
+    (every commit rewrites the whole index)."""
+    import hashlib
+    import tempfile
+
+    from inkapp.store.vectors import VectorIndex
+
+    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(len(base))]
+    with tempfile.TemporaryDirectory() as folder:
+        before = rss_mib()
+        index = VectorIndex(folder, "bench")
+        t = time.perf_counter()
+        index.add(shas, base, [{"label": "x"}] * len(base), "bench")
+        build_s = time.perf_counter() - t
+        grown = rss_mib() - before
+        disk_mib = sum(p.stat().st_size for p in Path(folder).iterdir()) / 2**20
+        t = time.perf_counter()
+        fresh = VectorIndex(folder, "bench")
+        fresh.search(queries[:1], K)
+        reload_s = time.perf_counter() - t
+        lat, hits = [], 0
+        for i, q in enumerate(queries):
+            t = time.perf_counter()
+            found = fresh.search(q, K)[0]
+            lat.append((time.perf_counter() - t) * 1000)
+            hits += len({h.sha256 for h in found} & {shas[j] for j in truth[i]})
+        t = time.perf_counter()
+        fresh.add([hashlib.sha256(b"one more").hexdigest()], queries[:1], [{"label": "y"}], "bench")
+        add_one_s = time.perf_counter() - t
+    return {"index": "inkapp VectorIndex (faiss exact, persisted)", "build_s": round(build_s, 2),
+            "query_ms_p50": round(float(np.percentile(lat, 50)), 3), "query_ms_p95": round(float(np.percentile(lat, 95)), 3),
+            "rss_growth_mib": round(grown, 1), "recall_at_10": round(hits / (K * len(queries)), 4),
+            "disk_mib": round(disk_mib, 1), "cold_reload_s": round(reload_s, 2), "add_one_image_s": round(add_one_s, 2)}
+
+
 CANDIDATES = {
     "faiss IndexIDMap2(IndexFlatIP) exact": ("faiss", _faiss_flat),
     "faiss IndexHNSWFlat M=32": ("faiss", _faiss_hnsw),
@@ -172,6 +212,10 @@ def main() -> int:
                 print(f"skip {name}: {module} is not installed", file=sys.stderr)
                 continue
             row = {"dim": dim, "n": args.n, **bench_one(name, factory, base, queries, truth, args.threads)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        if not args.only or any(s in "inkapp VectorIndex" for s in args.only):
+            row = {"dim": dim, "n": args.n, **persisted_store(base, queries, truth)}
             print(json.dumps(row), flush=True)
             rows.append(row)
     doc = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads={args.threads}",
