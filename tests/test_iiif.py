@@ -362,7 +362,7 @@ def test_predict_cli_files_keep_their_output_and_bad_sources_one_line(model: Pat
     assert err[0] == "only http and https URLs can be opened (scheme 'ftp' in 'ftp://127.0.0.1/x.jpg')"
     assert err[1].startswith("http://127.0.0.1:9/nothing.jpg: download failed")
     (line,) = [json.loads(s) for s in r.stdout.splitlines()]
-    assert set(line) == {"image", "task", "label", "confidence", "probabilities"} and line["image"] == str(image)
+    assert set(line) == {"image", "task", "label", "confidence", "uncertain", "answer_set", "probabilities"} and line["image"] == str(image)
     page = json.loads((tmp_path / "page.json").read_text(encoding="utf-8"))
     (anno,) = validate_annotation_page(page)
     assert anno["http://www.w3.org/ns/oa#hasTarget"] == [{"@id": image.resolve().as_uri()}]

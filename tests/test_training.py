@@ -171,7 +171,7 @@ def test_tiny_end_to_end_train_then_evaluate(tmp_path: Path, tiny_data: Path) ->
                         str(tmp_path / "broken.png"), str(good)], env=_env(tmp_path), capture_output=True, text=True)
     assert r.returncode == 1 and "broken.png" in r.stderr and "Traceback" not in r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
-    assert len(lines) == 1 and set(lines[0]) == {"image", "task", "label", "confidence", "probabilities"}
+    assert len(lines) == 1 and set(lines[0]) == {"image", "task", "label", "confidence", "uncertain", "answer_set", "probabilities"}
 
 
 def test_torchrun_two_process_smoke(tmp_path: Path, tiny_data: Path) -> None:
