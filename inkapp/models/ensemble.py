@@ -89,8 +89,9 @@ class Ensemble(nn.Module):
         self.attention_info: tuple[MapInfo, ...] = tuple(getattr(members[cam_member], "attention_info", ()))
 
     @staticmethod
-    def _log_mean(probs: list[torch.Tensor]) -> torch.Tensor:
-        mean = torch.stack(probs).mean(0)
+    def _log_mean(probs: torch.Tensor) -> torch.Tensor:
+        """k×N×K probabilities -> N×K log of their mean (floored at the smallest float)."""
+        mean = probs.mean(0)
         return torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))
 
     def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +100,7 @@ class Ensemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N×3×S×S normalised -> N×K log of the members' mean probability (float32)."""
-        return self._log_mean(list(self.member_probabilities(x)))
+        return self._log_mean(self.member_probabilities(x))
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Like :meth:`forward`, plus the CAM member's attention maps of the same pass."""
@@ -110,7 +111,7 @@ class Ensemble(nn.Module):
             else:
                 logits = m(x)
             probs.append(torch.softmax(logits.float(), dim=1))
-        return self._log_mean(probs), maps
+        return self._log_mean(torch.stack(probs)), maps
 
     def cam_target_layer(self) -> nn.Module:
         """The CAM member's target layer (the ensemble output is differentiated through it)."""

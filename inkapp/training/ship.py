@@ -24,6 +24,12 @@ FIGURES = ("confusion_counts.png", "confusion_normalised.png", "roc.png", "curve
            "risk_coverage.png")
 #: The calibration section of a README sits between these lines (replaced in place by train/calibrate.py).
 CALIBRATION_START, CALIBRATION_END = "<!-- calibration:start -->", "<!-- calibration:end -->"
+#: How each ``split.grouping`` (inkapp.data.splits.GROUPINGS) is described in a model README.
+_GROUPING_NOTE = {
+    "strict": "pHash within 8 bits",
+    "loose": "pHash within 12 bits or 256-bit dHash within 12 bits, pages of one source work together",
+    "loose-dhash": "pHash within 8 bits or 256-bit dHash within 12 bits, pages of one source work together",
+}
 
 
 def _test_probs(model: torch.nn.Module, card: dict[str, Any], run: Path) -> np.ndarray:
@@ -95,8 +101,9 @@ def model_card_markdown(card: dict[str, Any]) -> str:
   normalised with mean {card['preprocessing']['mean']} / std {card['preprocessing']['std']};
   flip test-time augmentation: {card['preprocessing'].get('tta_hflip', False)}{_crop_note(t)}
 * **Classes:** {', '.join(card['classes'])}{dyn}
-* **Data:** {d['source']} — {d['used']} images used; split {splits}; near-duplicates (pHash) grouped
-  so none crosses the split ({d['near_duplicate_groups']} groups). Third-party research images,
+* **Data:** {d['source']} — {d['used']} images used; split {splits}; near-duplicates grouped
+  ({_GROUPING_NOTE.get(t.get('split', {}).get('grouping', 'strict'), t.get('split', {}).get('grouping'))}) so none crosses the split
+  ({d['near_duplicate_groups']} groups). Third-party research images,
   not redistributed.
 * **Training:** {t['epochs_run']} epochs run (best epoch {t['best_epoch']}), {t['wall_seconds']:.0f} s wall on the
   machine that trained it; full config in `card.json`.
