@@ -254,7 +254,8 @@ def _report(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .dev.bench import run_bench
 
-    return run_bench(tasks=args.tasks, quick=args.quick, as_json=args.json, out=args.out, threads=args.threads)
+    return run_bench(tasks=args.tasks, quick=args.quick, as_json=args.json, out=args.out, threads=args.threads,
+                     runs=args.runs)
 
 
 def _cv(args: argparse.Namespace) -> int:
@@ -395,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tasks", nargs="+", help="tasks to measure (default: every task with shipped weights)")
     s.add_argument("--out", help="also write the JSON document to this file")
     s.add_argument("--threads", type=int, help="torch threads (default: the usable CPU cores)")
+    s.add_argument("--runs", type=int, help="timed repetitions per figure (default 10; 1 with --quick)")
     s.set_defaults(func=_bench)
 
     s = sub.add_parser("cv", help="k-fold cross-validation: mean ± std of the test metrics")

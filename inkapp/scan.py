@@ -36,11 +36,13 @@ from __future__ import annotations
 import csv
 import io
 import os
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -90,6 +92,50 @@ def default_workers(device: torch.device | None = None) -> int:
     if device.type == "cuda":
         return usable_cores()
     return max(1, min(4, usable_cores() - 1))
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` on a background thread, up to ``depth`` items ahead.
+
+    With in-process decoding (``workers=0``) this overlaps decoding the next batch with
+    the model's forward pass on the current one: Pillow's decoders and resampling,
+    hashlib and torch all release the GIL while they work. An exception raised while
+    producing an item is raised here, in the consumer; stopping early stops the thread.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((_DONE, None))
+        except BaseException as err:  # handed to the consumer
+            q.put((_DONE, err))
+
+    thread = threading.Thread(target=produce, name="scan-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = q.get()
+            if err is not None:
+                raise err
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def batch_for(image_size: int, batch_pixels: int | None = None, cap: int | None = None) -> int:
@@ -266,7 +312,8 @@ def scan(
 
     ``batch_pixels`` — model-input pixels per batch (None: :data:`DEFAULT_BATCH_PIXELS`); ``batch_size`` — an optional upper
     bound on images per batch (:func:`batch_for`). ``workers`` — decoding processes
-    (0 = decode in this process; None = :func:`default_workers`). ``rank``/``world_size``/``barrier`` — this process's share
+    (0 = decode in this process, on a thread that runs one batch ahead of the model,
+    :func:`prefetched`; None = :func:`default_workers`). ``rank``/``world_size``/``barrier`` — this process's share
     of a distributed scan (``barrier`` is required when ``world_size`` > 1); rank 0 owns
     ``out``, every rank writes ``<out>.part<rank>`` and rank 0 merges them at the end.
     ``progress`` — show a tqdm bar on stderr (rank 0 only).
@@ -299,7 +346,7 @@ def scan(
     with open(target, "a", encoding="utf-8", newline="") as fh, \
             tqdm(total=len(todo), desc=f"scan {predictor.task}", unit="img", file=sys.stderr,
                  disable=not progress or rank != 0) as bar:
-        for item in loader:
+        for item in (loader if workers else prefetched(loader)):
             rows = _rows(predictor, todo, item)
             if pages is not None:
                 rows = pages.rewrite(root, rows)

@@ -183,14 +183,18 @@ def display_size(size: tuple[int, int], max_side: int = DISPLAY_MAX_SIDE) -> tup
 
 
 def display_copy(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
-    """RGB copy of ``image`` at :func:`display_size` (Lanczos when shrinking, nearest
-    neighbour when enlarging a small image)."""
-    copy = image.convert("RGB")
-    size = display_size(copy.size, max_side)
-    if size == copy.size:
-        return copy
-    enlarge = size[0] > copy.size[0]
-    return copy.resize(size, Image.Resampling.NEAREST if enlarge else Image.Resampling.LANCZOS)
+    """RGB copy of ``image`` at :func:`display_size` (Lanczos when shrinking, after a box
+    reduction by the whole factor that keeps at least the display size — Pillow's
+    ``reducing_gap=1`` — which halves the cost on a 3000 px scroll; nearest neighbour
+    when enlarging a small image). An ``L`` image is resized before it is made RGB."""
+    size = display_size(image.size, max_side)
+    if size == image.size:
+        return image.convert("RGB")
+    source = image if image.mode in ("RGB", "L") else image.convert("RGB")
+    enlarge = size[0] > source.size[0]
+    if enlarge:
+        return source.resize(size, Image.Resampling.NEAREST).convert("RGB")
+    return source.resize(size, Image.Resampling.LANCZOS, reducing_gap=1.0).convert("RGB")
 
 
 def load_upload(data: bytes, name: str) -> LoadedImage:

