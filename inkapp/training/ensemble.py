@@ -46,14 +46,29 @@ def _short(m: dict[str, Any]) -> dict[str, float]:
     return {k: m[k] for k in ("n", "accuracy", "macro_f1")}
 
 
-def _part(run: Path, split: dict[str, list[dict[str, str]]], part: str, classes: list[str], size: int,
-          grayscale: bool) -> tuple[torch.Tensor, np.ndarray]:
+def split_part(run: Path, split: dict[str, list[dict[str, str]]], part: str, classes: list[str], size: int,
+               grayscale: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """uint8 canvases N×3×size×size and label indices N of one part of a run's split."""
     paths = [e["path"] for e in split[part]]
     canvases, errors = decode_canvases(paths, size, grayscale, progress=False)
     bad = [p for p, e in zip(paths, errors) if e]
     if bad:
         raise EnsembleError(f"{run}/split.json: {len(bad)} {part} images unreadable, e.g. {bad[0]}")
     return canvases, np.array([classes.index(e["label"]) for e in split[part]], dtype=np.int64)
+
+
+def view_figures(model: torch.nn.Module, data: dict[str, tuple[torch.Tensor, np.ndarray]], classes: list[str],
+                 spec: ScoringSpec) -> tuple[dict[str, Any], dict[tuple[str, bool], np.ndarray]]:
+    """Accuracy / macro-F1 / n of ``model`` on each part of ``data`` (part -> (canvases, labels))
+    with the upright view only (``<part>``) and with the flip view (``<part>_hflip``), and the
+    probabilities by (part, flip)."""
+    entry: dict[str, Any] = {}
+    probs: dict[tuple[str, bool], np.ndarray] = {}
+    for part, (canvases, y) in data.items():
+        for flip in (False, True):
+            p = probs[(part, flip)] = score_canvases(model, canvases, replace(spec, tta_hflip=flip)).numpy()
+            entry[f"{part}{'_hflip' if flip else ''}"] = _short(classification_metrics(y, p, classes))
+    return entry, probs
 
 
 def build_ensemble(runs: list[str | Path], out: str | Path, tta_hflip: bool = True,
@@ -75,19 +90,16 @@ def build_ensemble(runs: list[str | Path], out: str | Path, tta_hflip: bool = Tr
     first = cards[0]
     classes, pre = first["classes"], first["preprocessing"]
     spec = replace(ScoringSpec.from_card(first), tta_hflip=tta_hflip)
-    data = {part: _part(runs[0], splits[0], part, classes, pre["image_size"], pre["grayscale"]) for part in ("val", "test")}
+    data = {part: split_part(runs[0], splits[0], part, classes, pre["image_size"], pre["grayscale"])
+            for part in ("val", "test")}
 
     figures: dict[str, Any] = {"members": []}
     member_val = []
     for run, model, card in zip(runs, members, cards):
-        entry: dict[str, Any] = {"run": str(run), "seed": (card.get("training") or {}).get("train", {}).get("seed")}
-        for part, (canvases, y) in data.items():
-            for flip in (False, True):
-                p = score_canvases(model, canvases, replace(spec, tta_hflip=flip)).numpy()
-                entry[f"{part}{'_hflip' if flip else ''}"] = _short(classification_metrics(y, p, classes))
-                if part == "val" and flip == tta_hflip:
-                    member_val.append(p)
-        figures["members"].append(entry)
+        entry, probs = view_figures(model, data, classes, spec)
+        figures["members"].append({"run": str(run), "seed": (card.get("training") or {}).get("train", {}).get("seed"),
+                                   **entry})
+        member_val.append(probs[("val", tta_hflip)])
     cam = cam_member_index(np.stack(member_val))
     ensemble = Ensemble(members, cam).eval()
     probs = {part: score_canvases(ensemble, canvases, spec).numpy() for part, (canvases, _) in data.items()}
