@@ -249,6 +249,7 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
                             page_evidence = relabel.label(gr.Gallery(label=I18N("page_evidence"), columns=4,
                                                                      height="auto", object_fit="contain",
                                                                      allow_preview=False, format="jpeg",
+                                                                     fit_columns=False, interactive=False,
                                                                      elem_id="ink-page-evidence"), "page_evidence")
                         page_section = PageSection(page_column, page_verdict, page_boxes, page_votes, page_evidence)
                     scroll = gr.HTML(elem_id=f"ink-scroll-{task}")
@@ -256,6 +257,7 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
                                                         elem_id=f"ink-explain-{task}"), "explain")
                     similar = relabel.label(gr.Gallery(label=I18N("similar"), columns=5, height="auto",
                                                        object_fit="contain", allow_preview=False, format="jpeg",
+                                                       fit_columns=False, interactive=False,
                                                        elem_id=f"ink-similar-{task}"), "similar")
                     with gr.Accordion(I18N("researchers"), open=False, elem_id=f"ink-researchers-{task}") as more:
                         relabel.label(more, "researchers")

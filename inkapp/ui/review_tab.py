@@ -184,7 +184,7 @@ def build_review_tab(actions: CurationActions, relabel: Relabel, lang: gr.Radio,
         suspect_task = relabel.label(gr.Dropdown(list(TASKS), value=TASKS[0], label=I18N("task"),
                                                  elem_id="ink-suspect-task"), "task")
         suspect_view = relabel.label(gr.Gallery(label=I18N("suspects"), columns=6, height="auto",
-                                                object_fit="contain", allow_preview=False,
+                                                object_fit="contain", allow_preview=False, fit_columns=False,
                                                 elem_id="ink-suspects"), "suspects")
         with gr.Row():
             confirm = relabel.value(gr.Button(I18N("suspect_confirm"), variant="primary",
