@@ -94,3 +94,10 @@ def test_open_manifest_url_fills_the_gallery(client: Client, web) -> None:  # no
     assert len(gallery) == 2 and "Image 1 of 2" in status and "Scroll 卷" in status
     bad = client.predict(f"{web.url}/not-a-manifest.json", "painting", "gradcam", 0.5, api_name="/open_url")
     assert bad[1].startswith("Could not open the URL: ") and "\n" not in bad[1]
+
+
+def test_suspect_decision_needs_a_chosen_suspect(client: Client) -> None:
+    gallery, message = client.predict("painting-subject", "client-expert", "", "en", api_name="/confirm_suspect")
+    assert message == "Click a suspect first."
+    gallery, message = client.predict("painting-subject", "client-expert", "", "zh", api_name="/keep_suspect")
+    assert message == "请先点击一张可疑图像。"
