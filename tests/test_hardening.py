@@ -429,16 +429,18 @@ def test_caches_drop_entries_idle_longer_than_their_time_and_trim_the_heap(monke
     assert trims == [1]  # emptied by expiry: the heap is trimmed
 
 
-def test_pixel_cache_sweeper_empties_it_without_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory, "release_memory", lambda: True)
+def test_pixel_cache_sweeper_empties_it_and_trims_without_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(memory, "release_memory", lambda: trims.append(1) or True)
     cache = PixelCache(budget_bytes=10**6, idle_s=0.05)
     cache.put("a", Image.new("RGB", (100, 100)))
     assert len(cache) == 1
     for _ in range(400):  # the sweeper runs every idle_s / 4
-        if len(cache) == 0:
+        if len(cache) == 0 and len(trims) >= 2:
             break
         time.sleep(0.05)
-    assert len(cache) == 0 and cache.trims == 1
+    assert len(cache) == 0 and cache.trims == 1  # emptied by expiry: one trim for the drop
+    assert len(trims) >= 2  # ...and one per sweeper pass, whatever was dropped
 
 
 def rss_bytes() -> int:
@@ -512,3 +514,42 @@ def test_app_empties_its_upload_folder_at_startup_and_uploads_there(ui_weights_d
         assert stored.parent.parent.name.startswith(f"{app.pid}-")
     # nothing written where the environment pointed (gradio makes an empty vibe_edit_history folder at import)
     assert [p for p in (tmp_path / "elsewhere").rglob("*") if p.is_file()] == []
+
+
+def test_security_doc_names_only_files_that_exist() -> None:
+    """docs/SECURITY.md's table points readers at the code: every path it names must be there."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    named = set(re.findall(r"`((?:inkapp|tests|scripts)/[\w/]+\.py)", (root / "docs" / "SECURITY.md").read_text("utf-8")))
+    assert len(named) > 10
+    assert sorted(p for p in named if not (root / p).is_file()) == []
+
+
+_MMAP_PROBE = """
+import ctypes, sys
+from inkapp.curation.memory import map_large_allocations
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+info = ctypes.CDLL(None).mallinfo2
+info.restype = Info
+applied = map_large_allocations() if sys.argv[1] == "apply" else None
+bytearray(16 * 2**20)  # freed at once: by default this raises glibc's dynamic threshold to 16 MiB
+before = info().hblkhd
+block = bytearray(8 * 2**20)
+print(applied, info().hblkhd - before)  # bytes glibc mapped for the 8 MiB block
+"""
+
+
+@pytest.mark.skipif(memory._malloc_trim() is None, reason="needs glibc")
+def test_large_blocks_get_their_own_mapping_after_map_large_allocations() -> None:
+    """By default, an 8 MiB block after a freed 16 MiB one comes from the heap (and stays
+    resident when freed); as the app starts, the block is mapped (and unmapped on free)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    outs = [subprocess.run([sys.executable, "-c", _MMAP_PROBE, mode], capture_output=True, text=True, env=env,
+                           check=True).stdout.split() for mode in ("default", "apply")]
+    assert outs[0] == ["None", "0"]
+    assert outs[1][0] == "True" and int(outs[1][1]) >= 8 * 2**20

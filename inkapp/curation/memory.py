@@ -9,14 +9,17 @@ expired, nobody can ask for its pixels or maps again) is dropped by a sweeper th
 
 Freed memory does not leave the process by itself: glibc keeps freed heap pages in its
 per-thread arenas, so a server that analysed twenty 76-megapixel images stays at its
-peak. After evictions or expiry that freed at least :data:`TRIM_BYTES`, and whenever
-expiry empties a cache, :func:`release_memory` calls ``malloc_trim(0)``, which returns
-the free pages of every arena (including those between live allocations) to the OS.
+peak. The app serves large blocks from their own mappings (:func:`map_large_allocations`,
+returned on ``free``), and after evictions or expiry that freed at least :data:`TRIM_BYTES`, whenever expiry
+empties a cache, and on each pass of a cache's sweeper, :func:`release_memory` calls
+``malloc_trim(0)``, which returns the free pages of every arena (including those between
+live allocations) to the OS.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +33,9 @@ SESSION_TTL_S = 1800  # default: a session's state is dropped 30 min after its l
 #: Bytes freed by evictions since the last trim that make the next one worth its cost
 #: (``malloc_trim`` walks every arena: a few milliseconds on a large heap).
 TRIM_BYTES = 32 * 2**20
+#: Fixed glibc mmap threshold set by :func:`map_large_allocations` (bytes).
+MMAP_THRESHOLD_BYTES = 4 * 2**20
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number (malloc.h)
 #: Longest pause of a cache's sweeper between two expiry passes, seconds.
 SWEEP_MAX_INTERVAL_S = 60.0
 
@@ -50,6 +56,25 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
+def map_large_allocations(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Serve every C allocation of at least ``threshold`` bytes from its own mapping, which
+    goes back to the OS the moment it is freed (glibc ``mallopt(M_MMAP_THRESHOLD)``).
+
+    glibc's default threshold starts at 128 KiB but rises (up to 32 MiB) each time a
+    mapped block is freed, after which image-sized blocks (Pillow's 16 MiB blocks, model
+    activations) come from the arenas and stay resident after ``free``. A fixed threshold
+    also turns that rise off. Left alone when ``MALLOC_MMAP_THRESHOLD_`` is set (the
+    operator chose). True when set; False without glibc.
+    """
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):  # not glibc
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+
+
 def release_memory() -> bool:
     """Return the C heap's free pages to the OS (glibc ``malloc_trim(0)``, every arena).
 
@@ -66,7 +91,9 @@ class BudgetCache(Generic[K, V]):
     A value larger than the whole ``budget_bytes`` is not kept. ``idle_s`` (None: never)
     is how long an entry may go unused; a daemon sweeper thread, running only while the
     cache holds something, drops such entries every ``idle_s / 4`` seconds (at most
-    :data:`SWEEP_MAX_INTERVAL_S`). ``clock`` gives seconds (monotonic).
+    :data:`SWEEP_MAX_INTERVAL_S`) and trims the heap on each pass, so what the requests
+    in between freed (decodes, model passes, drawing) leaves the process within one
+    interval. ``clock`` gives seconds (monotonic).
     """
 
     def __init__(self, budget_bytes: int, size: Callable[[V], int], idle_s: float | None = None,
@@ -148,6 +175,7 @@ class BudgetCache(Generic[K, V]):
         while True:
             time.sleep(interval)
             self.expire()
+            release_memory()  # also what requests freed since the last pass (decodes, model passes, drawing)
             with self._lock:
                 if not self._entries:
                     self._sweeper = None

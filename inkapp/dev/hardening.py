@@ -4,18 +4,21 @@
 a fresh data directory, one configured expert with the real PBKDF2 cost) and measures:
 
 * ``sessions``: server RSS idle, after ``--sessions`` sessions each analysing a distinct
-  near-limit image (``--megapixels``), and after those sessions' state expired
-  (``INKAPP_SESSION_TTL_S`` is set to ``--ttl`` seconds for the run);
+  near-limit image (``--megapixels``), and every 5 s until those sessions' state and the
+  caches' idle entries expired (``INKAPP_SESSION_TTL_S`` is set to ``--ttl`` seconds);
 * ``high_bit_depth``: peak server RSS while 4 sessions analyse distinct near-limit
   16-bit grayscale PNGs at once;
-* ``upload``: the upload route's answer to a file over ``INKAPP_MAX_UPLOAD_MB`` and the
-  size of Gradio's upload folder after ``--analyses`` small analyses and after a restart;
+* ``over_limit_upload``: the upload route's answer to a file over ``INKAPP_MAX_UPLOAD_MB``;
+* ``upload_folder``: the size of the app's upload folder (``<data_dir>/uploads``) after
+  ``--analyses`` small analyses, after the server stopped (SIGTERM) and after a restart;
 * ``archive``: server CPU seconds spent on the worst archive a visitor can send (as many
   near-limit images as the archive pixel budget allows) until the gallery answers;
 * ``expert_names``: median seconds of ``/undo_correction`` for a configured name and an
   unknown one (wrong password both times), ``--tries`` each.
 
-RSS is sampled from ``/proc`` every 0.2 s (Linux only). Not a test: figures go to JSON.
+``--parts`` picks a subset (in that order, one server); ``--env KEY=VALUE`` adds to the
+server's environment (e.g. ``MALLOC_ARENA_MAX=2`` to compare allocator settings). RSS is
+sampled from ``/proc`` every 0.2 s (Linux only). Not a test: figures go to JSON.
 """
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ import numpy as np
 from PIL import Image
 
 from inkapp.auth import hash_password
+from inkapp.curation.memory import SWEEP_MAX_INTERVAL_S
+from inkapp.curation.upload_folder import UPLOADS_DIR
 from inkapp.curation.uploads import MAX_ARCHIVE_PIXELS
 from inkapp.data.images import effective_max_pixels
 
@@ -125,82 +130,107 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
-def measure(work: Path, sessions: int, megapixels: float, ttl: float, analyses: int, tries: int) -> dict[str, Any]:
-    """Run every measurement (see the module docstring); return the figures."""
-    data_dir, uploads = work / "data", work / "gradio-uploads"
-    env = {"INKAPP_DATA_DIR": str(data_dir), "INKAPP_SESSION_TTL_S": str(ttl), "GRADIO_TEMP_DIR": str(uploads),
+PARTS = ("expert_names", "sessions", "high_bit_depth", "archive", "over_limit_upload", "upload_folder")
+
+
+def measure(work: Path, sessions: int, megapixels: float, ttl: float, analyses: int, tries: int,
+            parts: tuple[str, ...] = PARTS, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the measurements named in ``parts`` (see the module docstring), in that order,
+    against one server started with ``extra_env`` on top of the run's environment;
+    return the figures."""
+    data_dir = work / "data"
+    uploads = data_dir / UPLOADS_DIR  # the app's own upload folder (it overrides GRADIO_TEMP_DIR)
+    env = {"INKAPP_DATA_DIR": str(data_dir), "INKAPP_SESSION_TTL_S": str(ttl),
            "INKAPP_EXPERTS": f"{EXPERT[0]}={hash_password(EXPERT[1])}", "INKAPP_HF_EXPERTS": "",
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **(extra_env or {})}
     size = near_limit_side(megapixels)
-    figures: dict[str, Any] = {"image_size": size, "megapixels": size[0] * size[1] / 1e6}
+    figures: dict[str, Any] = {"image_size": size, "megapixels": size[0] * size[1] / 1e6,
+                               "extra_env": extra_env or {}}
     with serve_app(work / "server.log", env) as (url, proc):
         pid = proc.pid
         from gradio_client import Client
         client = Client(url, verbose=False)
         idle = rss_mib(pid)
-        # expert names: known with a wrong password vs unknown
-        timings: dict[str, list[float]] = {"known": [], "unknown": []}
-        for _ in range(tries):
-            for kind, name in (("known", EXPERT[0]), ("unknown", "nobody-" + EXPERT[0])):
-                start = time.perf_counter()
-                client.predict("painting-subject", name, "wrong password", api_name="/undo_correction")
-                timings[kind].append(time.perf_counter() - start)
-        figures["expert_names"] = {k: round(statistics.median(v), 4) for k, v in timings.items()}
-        figures["expert_names"]["difference_s"] = round(figures["expert_names"]["known"]
-                                                        - figures["expert_names"]["unknown"], 4)
-        # sessions analysing near-limit images
-        images = [painting_png(work / f"session{i}.png", size, i) for i in range(sessions)]
-        status = []
-        with RssSampler(pid) as sampler:
-            for path in images:
-                status.append(_analyse(url, path))
-        after = rss_mib(pid)
-        time.sleep(ttl + 5)  # gradio drops expired state within a second of its time to live
-        expired = rss_mib(pid)
-        figures["sessions"] = {"n": sessions, "idle_rss_mib": round(idle), "peak_rss_mib": round(sampler.peak),
-                               "after_rss_mib": round(after), "after_expiry_rss_mib": round(expired),
-                               "growth_mib": round(after - idle), "ttl_s": ttl,
-                               "errors": [s for s in status if "error" in s.lower()][:3]}
-        # four concurrent high-bit-depth analyses
-        deep = [sixteen_bit_png(work / f"deep{i}.png", size, i) for i in range(4)]
-        before = rss_mib(pid)
-        with RssSampler(pid) as sampler:
-            results = _parallel([lambda p=p: _analyse(url, p) for p in deep])
-        figures["high_bit_depth"] = {"rss_before_mib": round(before), "peak_rss_mib": round(sampler.peak),
-                                     "peak_over_before_mib": round(sampler.peak - before),
-                                     "errors": [r for r in results if "error" in str(r).lower()][:3]}
-        # the worst archive: as many near-limit images as the archive pixel budget allows
-        archive = work / "archive.zip"
-        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-            for i in range(MAX_ARCHIVE_PIXELS // effective_max_pixels() + 2):
-                zf.write(painting_png(work / f"member{i}.png", size, 100 + i), f"member{i}.png")
-        cpu = cpu_seconds(pid)
-        start = time.perf_counter()
-        _analyse(url, archive)
-        figures["archive"] = {"zip_kib": round(archive.stat().st_size / 1024), "cpu_s": round(cpu_seconds(pid) - cpu, 1),
-                              "wall_s": round(time.perf_counter() - start, 1)}
-        # the web layer's answer to an over-limit upload
-        limit = int(float(os.environ.get("INKAPP_MAX_UPLOAD_MB", "50")) * 2**20)
-        request = urllib.request.Request(url + "gradio_api/upload", method="POST",
-                                         data=_multipart(b"\0" * (limit + 1)),
-                                         headers={"Content-Type": f"multipart/form-data; boundary={_BOUNDARY}"})
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                figures["over_limit_upload"] = {"status": response.status}
-        except urllib.error.HTTPError as err:
-            figures["over_limit_upload"] = {"status": err.code, "body": err.read()[:200].decode("utf-8", "replace")}
-        # many small analyses, then a restart
-        small = work / "small"
-        small.mkdir()
-        for i in range(analyses):
-            path = small / f"{i}.png"
-            Image.new("RGB", (600, 400), (i % 256, 90, 120)).save(path)
-            _analyse(url, path)
-        figures["upload_folder"] = {"analyses": analyses, "bytes_running": folder_bytes(uploads)}
-    figures["upload_folder"]["bytes_after_shutdown"] = folder_bytes(uploads)
-    with serve_app(work / "server2.log", env):
-        figures["upload_folder"]["bytes_after_restart"] = folder_bytes(uploads)
+        if "expert_names" in parts:  # known with a wrong password vs unknown
+            timings: dict[str, list[float]] = {"known": [], "unknown": []}
+            for _ in range(tries):
+                for kind, name in (("known", EXPERT[0]), ("unknown", "nobody-" + EXPERT[0])):
+                    start = time.perf_counter()
+                    client.predict("painting-subject", name, "wrong password", api_name="/undo_correction")
+                    timings[kind].append(time.perf_counter() - start)
+            figures["expert_names"] = {k: round(statistics.median(v), 4) for k, v in timings.items()}
+            figures["expert_names"]["difference_s"] = round(figures["expert_names"]["known"]
+                                                            - figures["expert_names"]["unknown"], 4)
+        if "sessions" in parts:  # sessions analysing near-limit images, then their expiry
+            images = [painting_png(work / f"session{i}.png", size, i) for i in range(sessions)]
+            status, seconds = [], []
+            with RssSampler(pid) as sampler:
+                for path in images:
+                    start = time.perf_counter()
+                    status.append(_analyse(url, path))
+                    seconds.append(time.perf_counter() - start)
+            after = rss_mib(pid)
+            trace = expiry_trace(pid, ttl)
+            figures["sessions"] = {"n": sessions, "idle_rss_mib": round(idle), "peak_rss_mib": round(sampler.peak),
+                                   "after_rss_mib": round(after), "after_expiry_rss_mib": trace[-1][1],
+                                   "growth_mib": round(after - idle), "after_expiry_growth_mib": round(trace[-1][1] - idle),
+                                   "ttl_s": ttl, "median_analysis_s": round(statistics.median(seconds), 1),
+                                   "expiry_trace_s_mib": trace,
+                                   "errors": [s for s in status if "error" in s.lower()][:3]}
+        if "high_bit_depth" in parts:  # four concurrent high-bit-depth analyses
+            deep = [sixteen_bit_png(work / f"deep{i}.png", size, i) for i in range(4)]
+            before = rss_mib(pid)
+            with RssSampler(pid) as sampler:
+                results = _parallel([lambda p=p: _analyse(url, p) for p in deep])
+            figures["high_bit_depth"] = {"rss_before_mib": round(before), "peak_rss_mib": round(sampler.peak),
+                                         "peak_over_before_mib": round(sampler.peak - before),
+                                         "errors": [r for r in results if "error" in str(r).lower()][:3]}
+        if "archive" in parts:  # the worst archive: as many near-limit images as its pixel budget allows
+            archive = work / "archive.zip"
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+                for i in range(MAX_ARCHIVE_PIXELS // effective_max_pixels() + 2):
+                    zf.write(painting_png(work / f"member{i}.png", size, 100 + i), f"member{i}.png")
+            cpu = cpu_seconds(pid)
+            start = time.perf_counter()
+            _analyse(url, archive)
+            figures["archive"] = {"zip_kib": round(archive.stat().st_size / 1024),
+                                  "cpu_s": round(cpu_seconds(pid) - cpu, 1), "wall_s": round(time.perf_counter() - start, 1)}
+        if "over_limit_upload" in parts:  # the web layer's answer to an over-limit upload
+            limit = int(float(os.environ.get("INKAPP_MAX_UPLOAD_MB", "50")) * 2**20)
+            request = urllib.request.Request(url + "gradio_api/upload", method="POST",
+                                             data=_multipart(b"\0" * (limit + 1)),
+                                             headers={"Content-Type": f"multipart/form-data; boundary={_BOUNDARY}"})
+            try:
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    figures["over_limit_upload"] = {"status": response.status}
+            except urllib.error.HTTPError as err:
+                figures["over_limit_upload"] = {"status": err.code, "body": err.read()[:200].decode("utf-8", "replace")}
+        if "upload_folder" in parts:  # many small analyses, then a restart
+            small = work / "small"
+            small.mkdir()
+            for i in range(analyses):
+                path = small / f"{i}.png"
+                Image.new("RGB", (600, 400), (i % 256, 90, 120)).save(path)
+                _analyse(url, path)
+            figures["upload_folder"] = {"analyses": analyses, "folder": f"<data_dir>/{UPLOADS_DIR}",
+                                        "bytes_running": folder_bytes(uploads)}
+    if "upload_folder" in parts:
+        figures["upload_folder"]["bytes_after_shutdown"] = folder_bytes(uploads)
+        with serve_app(work / "server2.log", env):
+            figures["upload_folder"]["bytes_after_restart"] = folder_bytes(uploads)
     return figures
+
+
+def expiry_trace(pid: int, ttl: float, every: float = 5.0) -> list[tuple[float, int]]:
+    """(seconds since the call, RSS MiB) every ``every`` s until the sessions' state and the
+    caches' idle entries have expired: ``ttl`` plus the caches' sweep interval (``ttl / 4``,
+    at most 60 s) plus 5 s."""
+    start, end = time.monotonic(), time.monotonic() + ttl + min(ttl / 4, SWEEP_MAX_INTERVAL_S) + 5
+    trace = [(0.0, round(rss_mib(pid)))]
+    while time.monotonic() < end:
+        time.sleep(min(every, max(0.0, end - time.monotonic())))
+        trace.append((round(time.monotonic() - start, 1), round(rss_mib(pid))))
+    return trace
 
 
 _BOUNDARY = "inkapp-hardening-boundary"
@@ -220,9 +250,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttl", type=float, default=60.0, help="session time to live for the run (s)")
     parser.add_argument("--analyses", type=int, default=50)
     parser.add_argument("--tries", type=int, default=50)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the server (e.g. MALLOC_ARENA_MAX=2); repeatable")
     args = parser.parse_args(argv)
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    if any("=" not in e for e in args.env):
+        parser.error("--env takes KEY=VALUE")
+    extra_env = dict(e.split("=", 1) for e in args.env)
     with tempfile.TemporaryDirectory(prefix="inkapp-hardening-") as tmp:
-        figures = measure(Path(tmp), args.sessions, args.megapixels, args.ttl, args.analyses, args.tries)
+        figures = measure(Path(tmp), args.sessions, args.megapixels, args.ttl, args.analyses, args.tries,
+                          parts, extra_env)
     args.out.write_text(json.dumps(figures, indent=1))
     print(json.dumps(figures, indent=1))
     return 0

@@ -26,6 +26,7 @@ from inkapp.curation.actions import CurationActions
 from .analyse_tab import build_analyse_tab
 from inkapp.curation.analysis import AnalysisCache
 from inkapp.curation.hub import ModelHub
+from inkapp.curation.memory import map_large_allocations
 from .models_tab import build_models_tab
 from inkapp.curation.retrain import RetrainManager
 from inkapp.curation.upload_folder import own_upload_folder
@@ -116,6 +117,7 @@ def launch() -> None:
     set to it, overriding any value in the environment); what earlier servers left there
     is deleted first (:func:`inkapp.curation.upload_folder.own_upload_folder`).
     """
+    map_large_allocations()  # blocks ≥ 4 MiB go back to the OS when freed (inkapp.curation.memory)
     root = default_data_dir()
     os.environ["GRADIO_TEMP_DIR"] = str(own_upload_folder(root))  # before any component is built
     actions = build_actions(root)
