@@ -4,6 +4,8 @@
 
 * ``ink-landscape-scroll.jpg`` — a procedural ink-wash landscape on a 1:3 hanging scroll
   (layered mountain ridges by midpoint displacement, mist, a red seal);
+* ``ink-handscroll.jpg`` — the same kind of landscape on a 9:1 handscroll (3600×400 px),
+  ridges with several peaks along its length;
 * ``kaishu-page.png`` — regular-script characters written in AR PL UKai (Arphic Public
   License, which allows rendering output to be used freely) on paper, with grid lines;
 * ``kaishu-rubbing.png`` — the same characters as a stele rubbing: white on inked black
@@ -23,9 +25,10 @@ FONT = "/usr/share/fonts/truetype/arphic/ukai.ttc"
 TEXT = "永和九年歲在癸丑暮春之初會于會稽山陰之蘭亭"
 
 
-def ridge(rng: np.random.Generator, width: int, rough: float) -> np.ndarray:
+def ridge(rng: np.random.Generator, width: int, rough: float, peaks: int = 2) -> np.ndarray:
+    """A ridge line: ``peaks`` random heights refined by midpoint displacement, ``width`` values."""
     n = 1
-    pts = np.array([rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)])
+    pts = rng.uniform(0.3, 0.7, peaks)
     while n < width:
         mid = (pts[:-1] + pts[1:]) / 2 + rng.normal(0, rough, len(pts) - 1)
         out = np.empty(len(pts) * 2 - 1)
@@ -34,12 +37,12 @@ def ridge(rng: np.random.Generator, width: int, rough: float) -> np.ndarray:
     return np.interp(np.linspace(0, len(pts) - 1, width), np.arange(len(pts)), pts)
 
 
-def landscape(w: int = 600, h: int = 1800, seed: int = 3) -> Image.Image:
+def landscape(w: int = 600, h: int = 1800, seed: int = 3, peaks: int = 2, relief: float = 0.25) -> Image.Image:
     rng = np.random.default_rng(seed)
     paper = np.full((h, w), 236.0) + rng.normal(0, 3, (h, w))
     ys = np.arange(h)[:, None]
     for i, (base, tone) in enumerate([(0.35, 170), (0.5, 120), (0.68, 70), (0.85, 30)]):
-        top = (base - 0.25 * ridge(rng, w, 0.25)) * h
+        top = (base - relief * ridge(rng, w, 0.25, peaks)) * h
         inside = ys > top[None, :]
         depth = np.clip((ys - top[None, :]) / (0.25 * h), 0, 1)
         ink = tone + (236 - tone) * depth ** 0.6  # dark ridge lines fading into mist
@@ -76,6 +79,7 @@ def calligraphy(rubbing: bool, cols: int = 4, rows: int = 6, cell: int = 110) ->
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     landscape().save(OUT / "ink-landscape-scroll.jpg", quality=88)
+    landscape(3600, 400, seed=7, peaks=12, relief=0.45).save(OUT / "ink-handscroll.jpg", quality=88)
     calligraphy(False).save(OUT / "kaishu-page.png")
     calligraphy(True).convert("L").save(OUT / "kaishu-rubbing.png")
     print("\n".join(str(p) for p in sorted(OUT.iterdir())))

@@ -1,13 +1,16 @@
 """The launched app in a real chromium (Playwright, CJK font): the Chinese and the English
 UI, a 10:1 scroll shown whole at a readable height, queue -> open -> correct -> next,
-and sign-in once then correct, undo, promote and roll back. Screenshots go to a
-temporary folder only (``python -m inkapp.ui.screenshots`` refreshes docs/screenshots)."""
+and sign-in once then correct, undo, promote and roll back; the screenshot command's
+pictures (taken here against the test app into a temporary folder: tests never write
+into docs/; ``python -m inkapp.ui.screenshots --out docs/screenshots`` refreshes those)."""
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -18,12 +21,10 @@ from conftest import TEST_EXPERT, UI_TEST_MODELS, LaunchedApp, make_random_model
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
 expect = sync_api.expect
+from inkapp.dev.browser import CHROMIUM, choose, choose_domain, chromium, open_page, upload  # noqa: E402 (needs playwright)
+from inkapp.ui.screenshots import MAX_BYTES, MAX_WIDTH, compress_png, take_screenshots  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
 SAMPLE = Path(__file__).parent / "data" / "chelsea.jpg"
-TIMEOUT_MS = 300_000  # generous: the CPU is shared with training jobs
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SUBJECT_ZH = {"figure": "人物", "flower_bird": "花鸟", "landscape": "山水"}
 SUBJECT_EN = {"figure": "figure 人物", "flower_bird": "flower-and-bird 花鸟", "landscape": "landscape 山水"}
 
@@ -32,35 +33,8 @@ SUBJECT_EN = {"figure": "figure 人物", "flower_bird": "flower-and-bird 花鸟"
 def browser() -> Iterator[object]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium to run the browser tests)")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def open_page(browser, url: str, locale: str = "en-GB"):
-    """A fresh browser context (its own session) in ``locale`` with the app loaded."""
-    context = browser.new_context(locale=locale, viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    expect.set_options(timeout=TIMEOUT_MS)
-    page.goto(url)
-    page.locator("#ink-upload").wait_for(state="visible")
-    return page
-
-
-def choose(page, dropdown_id: str, option: str) -> None:
-    """Pick ``option`` (its shown text) in a gradio dropdown."""
-    page.locator(f"#{dropdown_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
-
-
-def upload(page, path: Path) -> None:
-    page.locator("#ink-upload input[type=file]").set_input_files(str(path))
-    expect(page.locator("#ink-status")).to_contain_text(path.name)
-    page.locator("#ink-summary-painting-subject .ink-label").wait_for(state="visible")
+    with chromium() as browser:
+        yield browser
 
 
 def test_chinese_ui_follows_the_browser_and_renders_cjk(browser, launched_app: LaunchedApp, tmp_path: Path) -> None:
@@ -87,7 +61,7 @@ def test_english_ui_and_a_long_scroll_shown_whole(browser, launched_app: Launche
     expect(page.get_by_role("tab", name="Analyse")).to_be_visible()
     scroll = tmp_path / "handscroll.png"
     Image.new("RGB", (2000, 200), (236, 228, 210)).save(scroll)
-    page.locator("#ink-domain label", has_text="painting").click()  # a blank strip could pass for calligraphy
+    choose_domain(page, "painting")  # a blank strip could pass for calligraphy
     upload(page, scroll)
     expect(page.locator("#ink-summary-painting-subject .ink-label")).to_contain_text(" ")  # "landscape 山水" style
     for name in ("original", "heat"):
@@ -112,8 +86,8 @@ def test_queue_open_correct_next(browser, launched_app: LaunchedApp, tmp_path: P
     first, second = tmp_path / "first.png", tmp_path / "second.png"
     Image.new("RGB", (300, 200), (120, 140, 90)).save(first)
     Image.new("RGB", (200, 300), (30, 60, 200)).save(second)
-    page.locator("#ink-domain label", has_text="painting").click()
-    page.locator("#ink-upload input[type=file]").set_input_files([str(first), str(second)])
+    choose_domain(page, "painting")
+    upload(page, [first, second])
     expect(page.locator("#ink-status")).to_contain_text("Image 1 of 2: first.png")
     page.locator("#ink-gallery .thumbnail-item").nth(1).click()
     expect(page.locator("#ink-status")).to_contain_text("Image 2 of 2: second.png")
@@ -182,3 +156,32 @@ def test_sign_in_once_then_correct_undo_promote_and_roll_back(browser, launched_
     assert [json.loads(line)["by"] for line in history.splitlines()] == [name, name]
     page.screenshot(path=str(tmp_path / "models.png"), full_page=True)
     page.context.close()
+
+
+def test_screenshot_pictures_are_small_palette_pngs() -> None:
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 256, (1500, 2000, 3), dtype=np.uint8))
+    raw = io.BytesIO()
+    noisy.save(raw, "PNG")
+    assert raw.tell() > MAX_BYTES  # the input is over the limit, so the shrinking is exercised
+    data = compress_png(raw.getvalue())
+    with Image.open(io.BytesIO(data)) as small:
+        assert small.format == "PNG" and small.mode == "P" and small.width < MAX_WIDTH
+        assert small.height == pytest.approx(small.width * 0.75, abs=2)  # aspect ratio kept
+    assert len(data) <= MAX_BYTES
+    with pytest.raises(ValueError, match="stays above 100 bytes"):
+        compress_png(raw.getvalue(), max_bytes=100)
+
+
+def test_screenshot_command_stores_the_six_pictures(browser, launched_app: LaunchedApp, tmp_path: Path) -> None:
+    out = tmp_path / "shots"
+    lines: list[str] = []
+    shots = take_screenshots(browser, launched_app.url, out, log=lines.append)
+    names = ["analyse-en.png", "analyse-zh.png", "scroll.png", "calligraphy.png", "review.png", "models.png"]
+    assert [s.path.name for s in shots] == names
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)  # nothing else (no temporary files left)
+    for shot in shots:
+        assert shot.size_bytes == shot.path.stat().st_size <= MAX_BYTES
+        with Image.open(shot.path) as image:
+            assert image.format == "PNG" and image.size == (shot.width, shot.height)
+            assert image.width <= MAX_WIDTH and image.height >= 400  # the page down to its result, not a sliver
+    assert len(lines) == 6 and all(str(out) in line for line in lines)
