@@ -60,9 +60,10 @@ FIXED_COLUMNS = ("path", "sha256", "label", "confidence", "uncertain", "answer_s
 ERROR_COLUMN = "error"
 PROBABILITY_PREFIX = "p_"
 PART_SUFFIX = ".part"
-#: Model-input pixels per batch by default (2**21 = 32 canvases of 256×256); measured on
-#: the shipped EfficientNet-Lite0 models: ~460 bytes of activations per input pixel at
-#: the peak of a CPU forward, so ~0.9 GiB per batch at this budget.
+#: Model-input pixels per batch by default (2**21 = 32 canvases of 256×256). Measured on
+#: the shipped EfficientNet-Lite0 models (CPU, inference mode): a forward pass adds ~270
+#: bytes per input pixel to the peak RSS (+566 MiB for 8 canvases of 512 px, +290 MiB for
+#: 4), so ~0.55 GiB per batch at this budget, on top of ~0.9 GiB for torch and inkapp.
 DEFAULT_BATCH_PIXELS = 1 << 21
 
 

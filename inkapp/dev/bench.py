@@ -299,11 +299,10 @@ def bench_model(predictor: Predictor, folder: Path, settings: Settings, scan_fol
     figures["batch_sizes"] = batches
     figures["throughput_ips"] = {}
     figures["baseline_throughput_ips"] = {} if trunk is not None else None
-    scanner = Predictor.from_folder(folder, device)
     out = work / f"scan-{predictor.task}.csv"
 
     def scan_once() -> None:
-        scan(scan_folder, out, scanner, batch_size=batches[-1], workers=default_workers(device),
+        scan(scan_folder, out, predictor, batch_size=batches[-1], workers=default_workers(device),
              batch_pixels=settings.batch_pixels, progress=False)
         out.unlink()
 
