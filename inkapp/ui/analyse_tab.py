@@ -36,6 +36,8 @@ from .i18n import I18N, Relabel, pick, t
 from .result_html import both_names, researcher_notes, scroll_html, summary_html
 from .signin import SignIn
 
+#: The domain choices as the curator reads them (the value stays the stable key).
+DOMAIN_CHOICE_NAMES: dict[str, str] = {AUTO: "auto 自动", "painting": "painting 绘画", "calligraphy": "calligraphy 书法"}
 
 
 @dataclass
@@ -194,7 +196,8 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
                                                     elem_id="ink-iiif-url", scale=3), "iiif_url")
                 iiif_open = relabel.value(gr.Button(I18N("iiif_open"), elem_id="ink-iiif-open", scale=1,
                                                     size="sm"), "iiif_open")
-            domain = relabel.label(gr.Radio([AUTO, *DOMAINS], value=AUTO, label=I18N("domain"),
+            domain = relabel.label(gr.Radio([(DOMAIN_CHOICE_NAMES[d], d) for d in (AUTO, *DOMAINS)], value=AUTO,
+                                            label=I18N("domain"),
                                           elem_id="ink-domain"), "domain")
             cam_method = relabel.label(gr.Dropdown([(m.label, key) for key, m in CAM_METHODS.items()],
                                                    value=DEFAULT_CAM, label=I18N("cam_method")), "cam_method")

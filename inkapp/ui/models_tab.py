@@ -29,7 +29,8 @@ from inkapp.store.versions import (VersionError, candidates_root, is_complete_ru
                                    read_active)
 
 POLL_SECONDS = 2.0
-PER_CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support"]
+PER_CLASS_COLUMNS = ["class", "name 名称", "precision 精确率", "recall 召回率", "F1", "works 作品数"]
+_PER_CLASS_KEYS = ("precision", "recall", "f1")
 
 
 def _shown_roots(data_dir: Path) -> list[tuple[str, Path]]:
@@ -96,9 +97,16 @@ def card_markdown(actions: CurationActions, task: str, lang: str = "en") -> str:
 
 
 def per_class_table(card: dict[str, Any]) -> pd.DataFrame:
-    """Per-class test precision / recall / F1 / support from a card."""
+    """Per-class test precision / recall / F1 as percentages with one decimal, and the
+    number of held-out works, from a card; the class key first, then both display names."""
     per_class = (card.get("metrics") or {}).get("per_class") or {}
-    rows = [[c, *(per_class[c].get(k) for k in PER_CLASS_COLUMNS[1:])] for c in per_class]
+    task = str(card.get("task", ""))
+
+    def percent(value: Any) -> str:
+        return "" if value is None else f"{100 * float(value):.1f}%"
+
+    rows = [[c, class_name(task, c, card).text("en"), *(percent(per_class[c].get(k)) for k in _PER_CLASS_KEYS),
+             per_class[c].get("support")] for c in per_class]
     return pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
 
 

@@ -40,12 +40,13 @@ THUMB_SIDE = 160  # px, longest side of a queue / corrections thumbnail (letterb
 EXPORT_NAME_FIELDS = ("predicted_en", "predicted_zh", "corrected_en", "corrected_zh")
 
 
-def filter_corrections(rows: list[dict[str, str]], task: str, expert: str, label: str) -> list[dict[str, str]]:
+def filter_corrections(rows: list[dict[str, str]], task: str | None, expert: str | None,
+                       label: str | None) -> list[dict[str, str]]:
     """Rows of ``task`` (or all), whose expert contains ``expert`` and whose corrected or
     predicted label contains ``label`` (case-insensitive; empty filters match everything)."""
-    who, lab = expert.strip().lower(), label.strip().lower()
+    who, lab = (expert or "").strip().lower(), (label or "").strip().lower()
     return [r for r in rows
-            if (task in ("", ALL) or r["task"] == task)
+            if (task in (None, "", ALL) or r["task"] == task)
             and (not who or who in r["expert"].lower())
             and (not lab or lab in r["corrected_label"].lower() or lab in r["predicted_label"].lower())]
 
