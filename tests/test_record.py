@@ -94,6 +94,10 @@ def test_record_shows_similar_works_with_thumbnails(model: Path, work: Path) -> 
 
 
 def test_report_pdf_is_one_page(model: Path, work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import ImageFile
+
+    # WeasyPrint turns Pillow's process-wide LOAD_TRUNCATED_IMAGES on; undo it after this test
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", ImageFile.LOAD_TRUNCATED_IMAGES)
     weasyprint = pytest.importorskip("weasyprint", reason="WeasyPrint is not installed")
     monkeypatch.setenv("INKAPP_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "record.pdf"
@@ -112,3 +116,18 @@ def test_report_refuses_weights_for_several_tasks(model: Path, work: Path, tmp_p
                  "calligraphy-script", "--weights", str(model)]) == 2
     assert capsys.readouterr().err.strip() == "inkapp report: --weights needs exactly one --task"
     assert not (tmp_path / "r.html").exists()
+
+
+def test_pdf_output_leaves_pillow_refusing_truncated_images(tmp_path: Path) -> None:
+    """WeasyPrint switches Pillow's process-wide LOAD_TRUNCATED_IMAGES on when imported;
+    html_to_pdf must put it back so uploads stay strictly decoded."""
+    from PIL import ImageFile
+
+    from inkapp.record.render import html_to_pdf
+
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        pdf = html_to_pdf("<html><body><p>山水 landscape</p></body></html>")
+    except ValueError as err:
+        pytest.skip(f"WeasyPrint unavailable here: {err}")
+    assert pdf.startswith(b"%PDF") and ImageFile.LOAD_TRUNCATED_IMAGES is before

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import tempfile
 from html import escape
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from inkapp.curation.analysis import COLORMAP
 from inkapp.explain.overlay import colorize, overlay
+from inkapp.store.files import atomic_write_bytes
 from inkapp.tasks import class_name, get
 
 from .content import SimilarWork, TaskResult, WorkRecord
@@ -176,27 +175,24 @@ def render_record(record: WorkRecord) -> str:
 
 def html_to_pdf(html: str) -> bytes:
     """PDF bytes of an HTML document through WeasyPrint (a ValueError if it is missing)."""
+    truncated = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
-        from weasyprint import HTML
-    except (ImportError, OSError) as e:  # OSError: pango or its libraries missing
-        raise ValueError(f"PDF output needs WeasyPrint and Pango ({e}); write .html instead") from None
-    return HTML(string=html).write_pdf()
+        try:
+            from weasyprint import HTML
+        except (ImportError, OSError) as e:  # OSError: pango or its libraries missing
+            raise ValueError(f"PDF output needs WeasyPrint and Pango ({e}); write .html instead") from None
+        return HTML(string=html).write_pdf()
+    finally:
+        # WeasyPrint's image module turns Pillow's process-wide LOAD_TRUNCATED_IMAGES on
+        # when it is imported; the app's decoder must keep refusing truncated uploads
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated
 
 
 def write_record(record: WorkRecord, out: str | Path) -> Path:
-    """Write ``record`` to ``out``: PDF when it ends in ``.pdf``, else HTML. Atomic
-    (temporary file in the same folder, then ``os.replace``)."""
+    """Write ``record`` to ``out``: PDF when it ends in ``.pdf``, else HTML, atomically
+    (:func:`inkapp.store.files.atomic_write_bytes`)."""
     dest = Path(out)
     html = render_record(record)
     payload = html_to_pdf(html) if dest.suffix.lower() == ".pdf" else html.encode("utf-8")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a record is meant to be shared
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(dest, payload)  # mode 0644: a record is meant to be shared
     return dest
