@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -38,6 +37,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 from filelock import FileLock
+
+from .files import atomic_write_bytes, fsync_dir
 
 FORMAT = 1
 LOCK_TIMEOUT_S = 120.0
@@ -73,27 +74,10 @@ class _Snapshot:
         return {meta["sha256"]: i for i, meta in self.items.items()}
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    """Replace ``path`` by ``data`` at once, then fsync the folder so the rename survives."""
+    atomic_write_bytes(path, data)
+    fsync_dir(path.parent)
 
 
 def _check_sha(value: str) -> str:
