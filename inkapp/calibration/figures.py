@@ -17,13 +17,24 @@ RELIABILITY_PNG = "reliability.png"
 RISK_COVERAGE_PNG = "risk_coverage.png"
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    """Write ``fig`` as PNG via a temporary file and rename (never half-written)."""
+def _finish(fig: plt.Figure, ax: plt.Axes, xlim: float, ylim: float, xlabel: str, ylabel: str, title: str,
+            path: str | Path) -> Path:
+    """Limits, labels, title and legend of ``ax``; then write ``fig`` as PNG via a
+    temporary file and rename (never half-written), close it and return the path."""
+    ax.set_xlim(0, xlim)
+    ax.set_ylim(0, ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    out = Path(path)
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(out) as tmp:
             fig.savefig(tmp, dpi=90, format="png")
     finally:
         plt.close(fig)
+    return out
 
 
 def draw_reliability(before: list[dict[str, Any]], after: list[dict[str, Any]], ece_before: float,
@@ -39,16 +50,7 @@ def draw_reliability(before: list[dict[str, Any]], after: list[dict[str, Any]], 
         n = np.array([b["count"] for b in full], dtype=float)
         ax.plot(x, y, color=colour, linewidth=1.2, label=f"{name} (ECE {ece:.3f})")
         ax.scatter(x, y, s=15 + 185 * n / max(n.max(), 1), color=colour, alpha=0.6)
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("top-1 confidence (bin mean)")
-    ax.set_ylabel("accuracy in bin")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    out = Path(path)
-    _save(fig, out)
-    return out
+    return _finish(fig, ax, 1.02, 1.02, "top-1 confidence (bin mean)", "accuracy in bin", title, path)
 
 
 def draw_risk_coverage(coverage: np.ndarray, risk: np.ndarray, target_accuracy: float,
@@ -62,13 +64,5 @@ def draw_risk_coverage(coverage: np.ndarray, risk: np.ndarray, target_accuracy: 
                label=f"target risk {1 - target_accuracy:.0%}")
     for (name, (c, r)), marker in zip(points.items(), ("o", "s", "^", "D")):
         ax.plot([c], [r], marker=marker, linestyle="none", markersize=7, label=f"{name}: {c:.0%} kept, {r:.1%} errors")
-    ax.set_xlim(0, 1.01)
-    ax.set_ylim(0, max(float(risk.max()) if len(risk) else 0.0, 1 - target_accuracy) * 1.15 + 1e-3)
-    ax.set_xlabel("coverage (share not flagged)")
-    ax.set_ylabel("risk (error rate of those kept)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    out = Path(path)
-    _save(fig, out)
-    return out
+    top = max(float(risk.max()) if len(risk) else 0.0, 1 - target_accuracy) * 1.15 + 1e-3
+    return _finish(fig, ax, 1.01, top, "coverage (share not flagged)", "risk (error rate of those kept)", title, path)
