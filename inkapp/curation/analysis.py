@@ -252,7 +252,6 @@ def analyse_loaded(
     """Analyse a decoded upload with every task model of its domain (see :func:`analyse_image`)."""
     if cam_method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {cam_method!r}; choose from {', '.join(CAM_METHODS)}")
-    method = cam_method
     targets = target_by_task or {}
     decision = decide_domain(hub, loaded.image, domain)
     views: list[TaskView] = []
@@ -262,10 +261,10 @@ def analyse_loaded(
             views.append(TaskView(task=task, error=status.message or "no model loaded"))
             continue
         target = targets.get(task) if targets.get(task) in predictor.classes else None
-        key = (loaded.sha256, task, status.serial, method, target, loaded.display.size)
+        key = (loaded.sha256, task, status.serial, cam_method, target, loaded.display.size)
 
         def compute(predictor: Predictor = predictor, target: str | None = target) -> Analysis:
-            return predictor.analyse(loaded.image, method, target, map_size=loaded.display.size)
+            return predictor.analyse(loaded.image, cam_method, target, map_size=loaded.display.size)
 
         result = cache.get_or_compute(key, compute) if cache is not None else compute()
         views.append(_task_view(predictor, result, loaded.display, opacity))
