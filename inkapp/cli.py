@@ -148,13 +148,27 @@ def _attribute(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     from .scan import run_scan
 
-    summary = run_scan(args.dir, args.out, _model_folder(args.task, args.weights), args.batch_size, args.workers,
-                       args.batch_pixels)
+    summary = run_scan(args.dir, args.out, _scan_folder(args), args.batch_size, args.workers, args.batch_pixels)
     print(f"scan: {summary.scanned} images classified ({summary.errors} errors), {summary.skipped} already in "
           f"{args.out}, {summary.seconds:.1f} s", file=sys.stderr)
     if args.duplicates and int(os.environ.get("RANK", "0")) == 0:
         _scan_duplicates(args)
     return 0
+
+
+def _scan_folder(args: argparse.Namespace) -> Path:
+    """The model folder ``inkapp scan`` uses: ``--weights``, else the shipped ensemble with
+    ``--ensemble``, else the shipped single model."""
+    from .paths import shipped_ensemble
+
+    if args.ensemble and args.weights:
+        raise ValueError("give --weights or --ensemble, not both")
+    if not args.ensemble:
+        return _model_folder(args.task, args.weights)
+    folder = shipped_ensemble(args.task)
+    if not (folder / "card.json").is_file():
+        raise ValueError(f"no ensemble is shipped for {args.task} ({folder} has no card.json)")
+    return folder
 
 
 def _scan_duplicates(args: argparse.Namespace) -> None:
@@ -163,7 +177,7 @@ def _scan_duplicates(args: argparse.Namespace) -> None:
     from .inference import Predictor
     from .scan import batch_for
 
-    predictor = Predictor.from_folder(_model_folder(args.task, args.weights))
+    predictor = Predictor.from_folder(_scan_folder(args))
     batch = batch_for(predictor.preprocessor.size, args.batch_pixels, args.batch_size)
     shas, errors = index_scan(args.dir, args.out, args.task, predictor=predictor, batch_size=batch)
     for message in errors:
@@ -347,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", required=True)
     s.add_argument("--out", required=True, help="results CSV; rows already in it are skipped")
     s.add_argument("--weights", help="model folder (default: the shipped weights for TASK)")
+    s.add_argument("--ensemble", action="store_true",
+                   help="use the task's shipped seed ensemble (weights/TASK/ensemble): better figures, "
+                        "several forward passes per image")
     s.add_argument("--batch-size", type=int, default=None,
                    help="at most this many images per batch (default: as many as --batch-pixels allows)")
     s.add_argument("--batch-pixels", type=int, default=None,

@@ -15,8 +15,16 @@ def weights_root() -> Path:
 
 
 def shipped_weights(task: str) -> Path:
-    """Folder of the shipped model for ``task`` (``weights/<task>``)."""
+    """Folder of the shipped model for ``task`` (``weights/<task>``): the single model the
+    app, ``predict`` and ``evaluate`` use by default."""
     return weights_root() / task
+
+
+def shipped_ensemble(task: str) -> Path:
+    """Folder of the shipped seed ensemble for ``task`` (``weights/<task>/ensemble``, where
+    one is shipped): several times the single model's cost per image, so the app keeps the
+    single model and ``inkapp scan --ensemble`` (or ``--weights`` with this folder) uses it."""
+    return shipped_weights(task) / "ensemble"
 
 
 def data_dir() -> Path:

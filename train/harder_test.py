@@ -14,6 +14,8 @@ For each task this reports
 * ``old_test`` — the card's test part, scored afresh (accuracy, macro-F1, n);
 * ``unseen_test`` — the same figures on that subset, and how many test images were
   dropped and why (``linked_by``: hash or source work);
+* ``ensemble`` — the same two figures for the task's shipped seed ensemble
+  (``weights/<task>/ensemble``, trained on the same old split), where there is one;
 * ``new_split`` — the size of the test part a NEW model gets when trained with the
   ``loose`` grouping (seed 0, 7:2:1; what the new configs use), so later figures can
   be read against it.
@@ -36,7 +38,7 @@ from calibrate import REPO, score_part  # train/ is on sys.path when this script
 from inkapp.data.dataset import Sample, load_samples
 from inkapp.data.splits import group_samples, loose_links, oversized_groups, source_works, split_indices
 from inkapp.inference import Predictor
-from inkapp.paths import weights_root
+from inkapp.paths import shipped_ensemble, weights_root
 from inkapp.store.files import atomic_write_text
 from inkapp.training.metrics import classification_metrics
 
@@ -111,6 +113,13 @@ def measure(task: str) -> dict[str, Any]:
         keep_p, dropped_p = unseen_subset(split, "loose")
         out["unseen_test_loose_phash"] = {**_figures(probs[keep_p], y[keep_p], predictor.classes),
                                           "dropped_from_test": dropped_p}
+    ensemble = shipped_ensemble(task)
+    if (ensemble / "card.json").is_file():  # the seed ensemble shipped beside the single model, same split
+        ens = Predictor.from_folder(ensemble, device="cpu")
+        ens_probs, ens_y = score_part(ens, split["test"])
+        out["ensemble"] = {"members": len(ens.card["members"]), "tta_hflip": ens.scoring.tta_hflip,
+                           "old_test": _figures(ens_probs, ens_y, ens.classes),
+                           "unseen_test": _figures(ens_probs[keep], ens_y[keep], ens.classes)}
     if data_path is not None and data_path.exists():
         out["new_split"] = {"grouping": grouping, **new_split_sizes(data_path, grouping)}
     return out
@@ -133,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{task:20s} old test {o['accuracy']:.4f} (F1 {o['macro_f1']:.4f}, n={o['n']})  unseen "
               f"{u['accuracy'] if u['n'] else float('nan'):.4f} (F1 {u['macro_f1'] if u['n'] else float('nan'):.4f}, "
               f"n={u['n']})  dropped {r['dropped_from_test']}  new split {r.get('new_split')}", flush=True)
+        if "ensemble" in r:
+            eo, eu = r["ensemble"]["old_test"], r["ensemble"]["unseen_test"]
+            print(f"{task:20s} ensemble of {r['ensemble']['members']}: old test {eo['accuracy']:.4f} "
+                  f"(F1 {eo['macro_f1']:.4f})  unseen {eu['accuracy']:.4f} (F1 {eu['macro_f1']:.4f}, n={eu['n']})",
+                  flush=True)
     atomic_write_text(OUT, json.dumps(doc, indent=1, ensure_ascii=False))
     return 0
 

@@ -49,14 +49,37 @@ def crop_to_image(map_2d: np.ndarray, box: Letterbox, out_size: tuple[int, int])
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def colorize(heat: np.ndarray, colormap: str = "inferno") -> np.ndarray:
-    """H×W map in [0, 1] -> uint8 RGB H×W×3 through ``colormap`` (a key of :data:`COLORMAPS`)."""
+def _unit(heat: np.ndarray) -> np.ndarray:
+    """``heat`` as float32 clipped to [0, 1] (NaN counts as 0), in two OpenCV passes."""
+    heat = np.asarray(heat, dtype=np.float32)
+    _, low = cv2.threshold(heat, 0.0, 0.0, cv2.THRESH_TOZERO)  # < 0 and NaN -> 0
+    _, unit = cv2.threshold(low, 1.0, 1.0, cv2.THRESH_TRUNC)  # > 1 -> 1
+    return unit
+
+
+def heat_levels(heat: np.ndarray) -> np.ndarray:
+    """H×W map -> uint8 levels ``rint(255·clip(v, 0, 1))`` (NaN -> 0): the 256 levels
+    :func:`colorize` picks colours by."""
+    return _unit_levels(_unit(heat))
+
+
+def _unit_levels(unit: np.ndarray) -> np.ndarray:
+    """A map already in [0, 1] -> uint8 levels (OpenCV's rounding, saturating conversion)."""
+    return cv2.convertScaleAbs(unit, alpha=255.0)
+
+
+def _colour_levels(levels: np.ndarray, colormap: str) -> np.ndarray:
+    """uint8 levels H×W -> uint8 RGB H×W×3 through ``colormap``."""
     try:
         code = COLORMAPS[colormap]
     except KeyError:
         raise ValueError(f"unknown colormap '{colormap}'; choose from {', '.join(COLORMAPS)}") from None
-    levels = np.rint(np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
     return cv2.cvtColor(cv2.applyColorMap(levels, code), cv2.COLOR_BGR2RGB)  # OpenCV colour maps are BGR
+
+
+def colorize(heat: np.ndarray, colormap: str = "inferno") -> np.ndarray:
+    """H×W map in [0, 1] -> uint8 RGB H×W×3 through ``colormap`` (a key of :data:`COLORMAPS`)."""
+    return _colour_levels(heat_levels(heat), colormap)
 
 
 def overlay(image: Image.Image, heat: np.ndarray, opacity: float = 0.5, colormap: str = "inferno") -> Image.Image:
@@ -78,13 +101,14 @@ def overlay(image: Image.Image, heat: np.ndarray, opacity: float = 0.5, colormap
     width, height = image.size
     if heat.shape != (height, width):
         heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)
-    heat = np.clip(heat, 0.0, 1.0)
+    heat = _unit(heat)
+    colour = _colour_levels(_unit_levels(heat), colormap)
     base = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # uint8
     alpha = heat * np.float32(opacity)
     # OpenCV's per-pixel blend, (1−α)·image + α·colour, on uint8 in one pass (1.8× faster than
     # the float32 expression at display size); it divides by (1−α) + α + 1e-5, which moves
     # a pixel by at most one level and leaves α = 0 and α = 1 pixels exact.
-    return Image.fromarray(cv2.blendLinear(base, colorize(heat, colormap), 1.0 - alpha, alpha), mode="RGB")
+    return Image.fromarray(cv2.blendLinear(base, colour, 1.0 - alpha, alpha), mode="RGB")
 
 
 def legend_stops(colormap: str = "inferno", steps: int = 6,
