@@ -12,7 +12,7 @@ from PIL import Image
 
 from inkapp.data.preprocess import Letterbox, Preprocessor, letterbox
 from inkapp.explain.cam import CAM_METHODS, class_activation_map
-from inkapp.explain.overlay import colorize, crop_to_image, legend_stops, overlay, top_channels
+from inkapp.explain.overlay import colorize, crop_to_image, heat_levels, legend_stops, overlay, top_channels
 from inkapp.inference import Predictor
 from inkapp.models import build_model, save_model
 
@@ -266,3 +266,13 @@ def test_zero_heat_keeps_the_original_colour() -> None:
     cold = heat == 0
     np.testing.assert_array_equal(shown[cold], rgb[cold])  # untouched, not tinted by inferno's dark purple
     np.testing.assert_array_equal(shown[~cold], colorize(heat, "inferno")[~cold])
+
+
+def test_overlay_treats_nan_as_cold_and_clips_out_of_range_heat() -> None:
+    image = Image.fromarray(np.random.default_rng(4).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    heat = np.linspace(-0.5, 1.5, 30 * 40, dtype=np.float32).reshape(30, 40)
+    heat[0, :5] = np.nan
+    clean = np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0)
+    assert np.array_equal(np.asarray(overlay(image, heat, 0.7)), np.asarray(overlay(image, clean, 0.7)))
+    assert np.array_equal(np.asarray(overlay(image, heat, 0.7))[0, :5], np.asarray(image)[0, :5])  # cold: untouched
+    assert np.array_equal(heat_levels(heat), np.rint(clean * 255).astype(np.uint8))

@@ -271,6 +271,56 @@ def test_truncated_rejected_even_with_load_truncated_images(fmt, load_truncated,
         load_image(data[: len(data) // 2])
 
 
+def _jpeg_walk_bytewise(data: bytes) -> str | None:
+    """The JPEG structure walk one byte at a time (the implementation before the regex
+    search): the oracle the fast walk must agree with."""
+    n, pos = len(data), 2
+    if not data.startswith(b"\xff\xd8"):
+        return "soi"
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= n:
+            return "truncated"
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return None
+        if marker == 0xFF:
+            pos += 1
+        elif marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+        else:
+            if pos + 4 > n:
+                return "truncated"
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+
+
+def test_jpeg_walk_agrees_with_the_bytewise_walk_on_every_cut():
+    """Restart markers, byte stuffing, fill bytes and an EOI inside a comment segment (which
+    must be skipped by its length) — the fast walk and the byte loop give the same verdict
+    for the whole file and for every truncation of it."""
+    rng = np.random.default_rng(1)
+    noisy = Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    data = encode(noisy, "JPEG", quality=95, restart_marker_blocks=1, comment=b"ends with \xff\xd9 early")
+    assert b"\xff\xd9" in data[:-2]  # the comment's false EOI is there
+    assert b"\xff\xd0" in data and b"\xff\x00" in data  # restart markers and byte stuffing
+    fill = data[:-2] + b"\xff\xff\xd9"  # fill bytes before the EOI
+    for blob in (data, fill):
+        cuts = range(2, len(blob) + 1)
+        verdicts = [(images_module._jpeg_problem(blob[:c]) is None, _jpeg_walk_bytewise(blob[:c]) is None)
+                    for c in cuts]
+        assert all(fast == slow for fast, slow in verdicts)
+        assert verdicts[-1] == (True, True)
+        assert sum(fast for fast, _ in verdicts) == 1  # only the complete file passes
+
+
+def test_an_8bit_decode_is_returned_as_is_and_stays_usable():
+    data = encode(Image.new("RGB", (40, 30), (10, 20, 30)), "JPEG")
+    img = load_image(data)
+    assert img.mode == "RGB" and img.size == (40, 30)
+    assert np.asarray(img).mean() > 5  # pixels alive after decode_image returned (no closed core)
+    assert np.asarray(img.convert("L").resize((4, 3))).shape == (3, 4)
+
+
 @pytest.mark.parametrize("load_truncated", [False, True])
 def test_corrupt_png_rejected(load_truncated, monkeypatch):
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated)

@@ -50,11 +50,9 @@ def crop_to_image(map_2d: np.ndarray, box: Letterbox, out_size: tuple[int, int])
 
 
 def _unit(heat: np.ndarray) -> np.ndarray:
-    """``heat`` as float32 clipped to [0, 1] (NaN counts as 0), in two OpenCV passes."""
-    heat = np.asarray(heat, dtype=np.float32)
-    _, low = cv2.threshold(heat, 0.0, 0.0, cv2.THRESH_TOZERO)  # < 0 and NaN -> 0
-    _, unit = cv2.threshold(low, 1.0, 1.0, cv2.THRESH_TRUNC)  # > 1 -> 1
-    return unit
+    """``heat`` as a new float32 array clipped to [0, 1], NaN counted as 0 (``fmax`` drops NaN)."""
+    unit = np.fmax(np.asarray(heat, dtype=np.float32), np.float32(0.0))
+    return np.fmin(unit, np.float32(1.0), out=unit)
 
 
 def heat_levels(heat: np.ndarray) -> np.ndarray:
