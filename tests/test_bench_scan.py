@@ -24,6 +24,7 @@ from inkapp.cli import main
 from inkapp.data.preprocess import Preprocessor
 from inkapp.models import build_model, save_model
 from inkapp.inference import Predictor
+from inkapp.models.ensemble import save_ensemble
 from inkapp.scan import ScanDataset, batch_for, columns, prefetched, repair_csv, scan
 
 CLASSES = ["figure", "flower_bird", "landscape"]
@@ -78,6 +79,9 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
     weights = tmp_path / "weights"
     make_model(weights / TASK)
+    members = [Predictor.from_folder(make_model(tmp_path / f"member{i}"), "cpu") for i in range(2)]
+    save_ensemble([p.model for p in members], [p.card for p in members], weights / TASK / "ensemble",
+                  {**members[0].card, "version": "test-ensemble"}, cam_member=0)
     out = tmp_path / "bench.json"
     cmd = ["-m", "inkapp", "bench", "--quick", "--json", "--threads", "1", "--out", str(out)]
     proc = subprocess.run([sys.executable, *cmd],
@@ -114,6 +118,10 @@ def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
     checked = {c["figure"]: c for c in doc["checks"]}
     assert ({f"{TASK}.{k}" for k in TARGETS if k in figures["ratios"]}
             | {"cold_start_s", "peak_rss_mb", "scan_worker_peak_rss_mb"}) == set(checked)
+    ensemble = doc["ensembles"][TASK]  # the shipped ensemble: the same figures, reported without targets
+    assert ensemble["members"] == 2 and ensemble["tta_hflip"] is False
+    assert all(key in ensemble for key in MODEL_FIGURES)
+    assert ensemble["forward_ms"] > 0 and ensemble["scan_throughput_ips"] > 0
     for name, (comparison, limit) in TARGETS.items():  # each check compares its figure with its target
         check = checked[f"{TASK}.{name}" if name in ratios else name]
         value = ratios[name] if name in ratios else doc[name]
@@ -151,6 +159,32 @@ def test_scan_equals_predict_and_reports_bad_files(tmp_path: Path, model: Path,
             assert abs(float(row[f"p_{c}"]) - p["probabilities"][c]) <= 1e-5
 
 
+def test_scan_ensemble_flag_uses_the_shipped_ensemble_or_says_there_is_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = tmp_path / "weights"
+    make_model(weights / TASK)
+    monkeypatch.setenv("INKAPP_WEIGHTS_DIR", str(weights))
+    folder = tmp_path / "collection"
+    make_collection(folder, 3)
+    out = tmp_path / "results.csv"
+    assert main(["scan", str(folder), "--task", TASK, "--out", str(out), "--ensemble", "--workers", "0"]) == 2
+    assert "no ensemble is shipped for painting-subject" in capsys.readouterr().err and not out.exists()
+    torch.manual_seed(1)
+    other = build_model({"arch": "inkfusion", "num_classes": len(CLASSES), "pretrained": None, "image_size": SIZE})
+    single = Predictor.from_folder(weights / TASK, "cpu")
+    save_ensemble([single.model, other], [single.card, single.card], weights / TASK / "ensemble",
+                  {**single.card, "version": "test-ensemble"}, cam_member=0)
+    assert main(["scan", str(folder), "--task", TASK, "--out", str(out), "--ensemble", "--workers", "0"]) == 0
+    ensemble = Predictor.from_folder(weights / TASK / "ensemble", "cpu")
+    for row in read_rows(out):
+        expected = ensemble.predict([Image.open(folder / row["path"])])[0].probabilities
+        assert max(abs(float(row[f"p_{c}"]) - p) for c, p in expected.items()) < 1e-5
+        assert max(abs(float(row[f"p_{c}"]) - p) for c, p in
+                   single.predict([Image.open(folder / row["path"])])[0].probabilities.items()) > 1e-4
+    assert main(["scan", str(folder), "--task", TASK, "--out", str(out), "--ensemble",
+                 "--weights", str(weights / TASK)]) == 2  # one source of weights only
+
+
 def test_repair_csv_cuts_a_torn_tail(tmp_path: Path) -> None:
     header = columns(CLASSES)
     out = tmp_path / "r.csv"
@@ -174,6 +208,7 @@ _KILLED_SCAN = """
 import os, signal, sys
 from inkapp.cli import main
 from inkapp.inference import Predictor
+from inkapp.models.ensemble import save_ensemble
 real, scored = Predictor.probabilities, [0]
 def probabilities(self, *args, **kwargs):
     if scored[0] == int(sys.argv[1]):

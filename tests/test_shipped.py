@@ -15,6 +15,8 @@ from inkapp.training.evaluate import evaluate_folder
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights"
 SHIPPED = sorted(p.name for p in WEIGHTS.iterdir() if (p / "card.json").is_file())
+#: Tasks that also ship a seed ensemble (weights/<task>/ensemble, for ``inkapp scan --ensemble``).
+ENSEMBLES = sorted(t for t in SHIPPED if (WEIGHTS / t / "ensemble" / "card.json").is_file())
 
 
 def _split(task: str) -> dict[str, list[dict[str, str]]]:
@@ -64,16 +66,37 @@ def test_test_split_has_no_near_duplicate_of_a_training_image(task: str) -> None
     assert closest > DEFAULT_THRESHOLD, f"a test image is {closest} bits from a training image"
 
 
+@pytest.mark.parametrize("task", ENSEMBLES)
+def test_shipped_ensemble_files_are_complete_small_and_share_the_single_models_split(task: str) -> None:
+    folder = WEIGHTS / task / "ensemble"
+    for f in ("card.json", "README.md", "split.json", "metrics.json"):
+        assert (folder / f).is_file(), f
+    card = json.loads((folder / "card.json").read_text())
+    assert len(card["members"]) >= 3 and card["task"] == task
+    for member in card["members"]:
+        assert (folder / member["folder"] / "model.safetensors").stat().st_size < 10 * 2**20
+        assert member["seed"] is not None and member["recipe"]  # each member's recipe and seed are recorded
+    assert card["storage_check"]["predictions_changed_fp16"] == 0
+    single = json.loads((WEIGHTS / task / "split.json").read_text())
+    assert json.loads((folder / "split.json").read_text()) == single  # one split: the figures compare
+
+
+def _test_tree(split: dict[str, list[dict[str, str]]], root: Path) -> Path:
+    """An ImageFolder tree of the test split (symlinks), as `inkapp evaluate` reads."""
+    for i, e in enumerate(split["test"]):
+        (root / e["label"]).mkdir(exist_ok=True)
+        (root / e["label"] / f"{i:05d}{Path(e['path']).suffix}").symlink_to(e["path"])
+    return root
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("task", [t for t in SHIPPED if t in TASKS])
-def test_card_figures_reproduce_on_the_stored_test_split(task: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder", [t for t in SHIPPED if t in TASKS] + [f"{t}/ensemble" for t in ENSEMBLES])
+def test_card_figures_reproduce_on_the_stored_test_split(folder: str, tmp_path: Path) -> None:
+    task = folder.split("/")[0]
     split = _split(task)
     _needs_images(split)
-    for i, e in enumerate(split["test"]):  # an ImageFolder tree of the test split, as `inkapp evaluate` reads
-        (tmp_path / e["label"]).mkdir(exist_ok=True)
-        (tmp_path / e["label"] / f"{i:05d}{Path(e['path']).suffix}").symlink_to(e["path"])
-    card = json.loads((WEIGHTS / task / "card.json").read_text())
-    result = evaluate_folder(WEIGHTS / task, tmp_path, task)
+    card = json.loads((WEIGHTS / folder / "card.json").read_text())
+    result = evaluate_folder(WEIGHTS / folder, _test_tree(split, tmp_path), task)
     assert result["n"] == card["metrics"]["n"] == len(split["test"])
     assert result["accuracy"] == pytest.approx(card["metrics"]["accuracy"], abs=1e-9)
     assert result["macro_f1"] == pytest.approx(card["metrics"]["macro_f1"], abs=1e-9)

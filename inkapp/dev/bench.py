@@ -42,6 +42,11 @@ where more threads than free cores makes every parallel region wait):
   loops and ``ratios_channels_last_baseline`` holds the same ratios against it — the
   stricter comparison, reported, not checked.
 
+Where a task also ships a seed ensemble (``weights/<task>/ensemble``, what ``inkapp scan
+--ensemble`` runs), the same per-model figures of the ensemble are measured against the same
+trunk and reported under ``ensembles.<task>`` (with ``members`` and ``tta_hflip``); they have
+no targets, since the app and the checks use the single model.
+
 Global figures: ``peak_rss_mb`` — peak resident memory of the bench process in MiB
 with every model loaded and exercised; ``scan_worker_peak_rss_mb`` — the largest peak
 of any of the scans' decoding worker processes; ``cold_start_s`` — seconds from
@@ -79,7 +84,7 @@ from inkapp.explain.overlay import overlay
 from inkapp.device import default_device, usable_cores
 from inkapp.inference import Predictor
 from inkapp.models import create_trunk
-from inkapp.paths import shipped_weights, weights_root
+from inkapp.paths import shipped_ensemble, shipped_weights, weights_root
 from inkapp.tasks import TASKS
 from inkapp.scan import DEFAULT_BATCH_PIXELS, batch_for, default_workers, scan
 from inkapp.dev.procs import AppStartError, serve_app
@@ -459,6 +464,7 @@ def measure(tasks: list[str] | None = None, quick: bool = False, threads: int | 
         "weights_root": str(weights_root()),
         "targets": {name: f"{comparison} {limit:g}" for name, (comparison, limit) in TARGETS.items()},
         "models": {},
+        "ensembles": {},
         "reasons": reasons,
     }
     missing = [t for t in wanted if t not in folders]
@@ -477,6 +483,15 @@ def measure(tasks: list[str] | None = None, quick: bool = False, threads: int | 
             figures, model_reasons = bench_model(predictor, folders[task], settings, scan_folder, work)
             doc["models"][task] = figures
             reasons.update({f"{task}.{k}": v for k, v in model_reasons.items()})
+            ensemble = shipped_ensemble(task)
+            if (ensemble / "card.json").is_file():  # reported beside the single model, no targets
+                log(f"measuring the {task} ensemble from {ensemble}")
+                members = Predictor.from_folder(ensemble, device)
+                figures, model_reasons = bench_model(members, ensemble, settings, scan_folder, work)
+                figures["members"], figures["tta_hflip"] = len(members.card["members"]), members.scoring.tta_hflip
+                doc["ensembles"][task] = figures
+                reasons.update({f"{task}.ensemble.{k}": v for k, v in model_reasons.items()})
+                del members
     finally:
         shutil.rmtree(work, ignore_errors=True)
     doc["peak_rss_mb"] = peak_rss_mb()
@@ -512,7 +527,9 @@ def render_table(doc: dict[str, Any]) -> str:
     header = (f"{'task':20} {'arch':10} {'size':>4} {'base ms':>8} {'fwd ms':>8} {'anal. ms':>9} {'batch':>5} "
               f"{'base ips':>9} {'model ips':>9} {'scan ips':>9} {'fwd/b':>6} {'anal/b':>7} {'scan/b':>7}")
     lines += ["", header, "-" * len(header)]
-    for task, f in doc["models"].items():
+    rows = [(task, f) for task, f in doc["models"].items()]
+    rows += [(f"{task} ens.{f['members']}{'+flip' if f['tta_hflip'] else ''}", f) for task, f in doc["ensembles"].items()]
+    for task, f in rows:
         r, big = f["ratios"], str(f["scan_batch"])
         lines.append(
             f"{task:20} {f['arch']:10} {f['image_size']:>4} {_fmt(f['baseline_forward_ms']):>8} "
@@ -525,7 +542,7 @@ def render_table(doc: dict[str, Any]) -> str:
         lines.append("(no models measured)")
     lines += ["", "throughput (ips) at the scan's batch (pixel budget "
                   f"{s['batch_pixels']} px); analysis breakdown (decode / display / analyse / overlay ms):"]
-    for task, f in doc["models"].items():
+    for task, f in rows:
         b, o = f["analysis_breakdown_ms"], f["options"]
         dr = o["jpeg_draft"]
         lines.append(f"  {task:20} {b['decode']:.1f} / {b['display']:.1f} / {b['analyse']:.1f} / {b['overlay']:.1f}; "
@@ -534,7 +551,11 @@ def render_table(doc: dict[str, Any]) -> str:
                      f"{o['full_size_maps']['analysis_ms']:.1f} ms")
     lines += ["", f"peak RSS {_fmt(doc['peak_rss_mb'], 0)} MiB (scan workers "
                   f"{_fmt(doc['scan_worker_peak_rss_mb'], 0)} MiB); app cold start {_fmt(doc['cold_start_s'])} s, "
-                  f"app RSS {_fmt(doc['app_rss_mb'], 0)} MiB", "", "targets:"]
+                  f"app RSS {_fmt(doc['app_rss_mb'], 0)} MiB"]
+    if doc["ensembles"]:
+        lines.append("ensembles (`inkapp scan --ensemble`; each member runs every view): reported against the bare "
+                     "trunk, no targets — the app and the checks use the single model")
+    lines += ["", "targets:"]
     for c in doc["checks"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[c["pass"]]
         lines.append(f"  {verdict}  {c['figure']:48} {_fmt(c['value'], 2):>9}  (target {c['target']})")
