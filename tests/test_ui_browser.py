@@ -81,6 +81,28 @@ def test_english_ui_and_a_long_scroll_shown_whole(browser, launched_app: Launche
     page.context.close()
 
 
+def test_attention_overlays_are_drawn_when_the_researchers_section_opens(browser, launched_app: LaunchedApp,
+                                                                         tmp_path: Path) -> None:
+    """The model's own attention overlays are drawn on request: none with the upload, all of
+    them when a researcher opens the section, and up front for the next image while it stays open."""
+    page = open_page(browser, launched_app.url, locale="en-US")
+    choose_domain(page, "painting")
+    second = tmp_path / "second.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(second)
+    upload(page, [SAMPLE, second])
+    expect(page.locator("#ink-summary-painting-subject .ink-label")).to_contain_text(" ")
+    overlays = page.locator("#ink-attention-painting-subject img")
+    assert overlays.count() == 0
+    page.locator("#ink-researchers-painting-subject").get_by_text("For researchers").first.click()
+    expect(overlays.first).to_be_visible()
+    drawn = overlays.count()
+    assert drawn >= 1
+    page.locator("#ink-gallery img").nth(1).click()  # the next image, with the section still open
+    expect(page.locator("#ink-status")).to_contain_text("second.png")
+    expect(overlays).to_have_count(drawn)
+    page.context.close()
+
+
 def test_queue_open_correct_next(browser, launched_app: LaunchedApp, tmp_path: Path) -> None:
     page = open_page(browser, launched_app.url)
     first, second = tmp_path / "first.png", tmp_path / "second.png"

@@ -15,7 +15,9 @@ cache is bounded in bytes and idle time and keeps the maps as 8-bit levels.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -23,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from inkapp.data.images import decode_image, env_number, sha256_bytes
+from inkapp.device import usable_cores
 from inkapp.explain.cam import CAM_METHODS
 from inkapp.explain.contract import MapInfo, map_infos
 from inkapp.explain.overlay import heat_levels, overlay
@@ -48,24 +51,43 @@ COLORMAP = "inferno"
 DEFAULT_CAM = "gradcam"
 ENV_ANALYSIS_CACHE_MB = "INKAPP_ANALYSIS_CACHE_MB"
 ANALYSIS_CACHE_MB = 128  # default byte budget of the analysis-map cache, MiB
+#: Threads that make display copies beside the model passes (one per usable core).
+DISPLAY_WORKERS = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="inkapp-display")
 
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A decoded upload: its bytes' SHA-256, the full image and a display copy."""
+    """A decoded upload: its bytes' SHA-256, the full image and a display copy.
+
+    ``shown`` is the display copy, or its :class:`~concurrent.futures.Future` while
+    :func:`load_upload` still has it made on a worker thread (the models run meanwhile);
+    :attr:`display` waits for it, :attr:`display_size` does not.
+    """
 
     name: str
     sha256: str
     data: bytes
     image: Image.Image
-    display: Image.Image
+    shown: Image.Image | Future[Image.Image]
+
+    @property
+    def display(self) -> Image.Image:
+        """The display copy (:func:`display_copy`), waiting for it if it is still being made."""
+        return self.shown.result() if isinstance(self.shown, Future) else self.shown
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of the display copy, known before it is made."""
+        return display_size(self.image.size)
 
 
 @dataclass(frozen=True)
 class TaskView:
     """Everything the Analyse tab shows for one task of one image.
 
-    When the task has no usable model only ``task`` and ``error`` are meaningful.
+    When the task has no usable model only ``task`` and ``error`` are meaningful. The
+    heat map's overlay is drawn with the view; the attention overlays only when
+    :attr:`attention_overlays` is first read.
     """
 
     task: str
@@ -82,10 +104,21 @@ class TaskView:
     cam_method: str = ""
     cam_target: str = ""
     cam_overlay: Image.Image | None = None
-    attention_overlays: list[tuple[Image.Image, MapInfo]] = field(default_factory=list)
+    attention_maps: list[tuple[np.ndarray, MapInfo]] = field(default_factory=list)  # display size, [0, 1]
+    shown_on: Image.Image | None = None  # the display copy the overlays are drawn on
+    opacity: float = 0.5
     gates: list[tuple[MapInfo, float]] = field(default_factory=list)
     channel_weights: list[tuple[MapInfo, np.ndarray]] = field(default_factory=list)
     cam_reading: Bilingual = ("", "")
+
+    @cached_property
+    def attention_overlays(self) -> list[tuple[Image.Image, MapInfo]]:
+        """The model's spatial attention maps drawn over the display copy, with their
+        declarations — drawn on first use (the researchers' section opened), not with every
+        analysis: an InkFusionNet result has five of them, 3–4 ms each at 1200×400."""
+        if self.shown_on is None:
+            return []
+        return [(overlay(self.shown_on, heat, self.opacity, COLORMAP), info) for heat, info in self.attention_maps]
 
     @property
     def confidence_word(self) -> Bilingual:
@@ -206,9 +239,12 @@ def display_copy(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.
 
 def load_upload(data: bytes, name: str) -> LoadedImage:
     """Decode uploaded bytes (:class:`inkapp.data.images.ImageError` with a one-line
-    message for anything unacceptable)."""
+    message for anything unacceptable). The display copy is made on a worker thread
+    (:data:`DISPLAY_WORKERS`), so the analysis can start at once: Pillow and OpenCV
+    release the GIL while they resample, and the models need only its size."""
     image, _ = decode_image(data)
-    return LoadedImage(name=name, sha256=sha256_bytes(data), data=data, image=image, display=display_copy(image))
+    return LoadedImage(name=name, sha256=sha256_bytes(data), data=data, image=image,
+                       shown=DISPLAY_WORKERS.submit(display_copy, image))
 
 
 def dynasty_probabilities(probabilities: dict[str, float], dynasty_of: dict[str, str]) -> list[tuple[str, float]]:
@@ -224,7 +260,7 @@ def dynasty_probabilities(probabilities: dict[str, float], dynasty_of: dict[str,
 def _task_view(predictor: Predictor, result: Analysis, display: Image.Image, opacity: float) -> TaskView:
     p = result.prediction
     infos = map_infos(predictor.model)
-    attention = [(overlay(display, result.attention[name], opacity, COLORMAP), info)
+    attention = [(result.attention[name], info)
                  for name, info in infos.items() if info.kind == "spatial" and name in result.attention]
     return TaskView(
         task=predictor.task,
@@ -240,7 +276,9 @@ def _task_view(predictor: Predictor, result: Analysis, display: Image.Image, opa
         cam_method=result.cam_method,
         cam_target=result.cam_target,
         cam_overlay=overlay(display, result.cam, opacity, COLORMAP),
-        attention_overlays=attention,
+        attention_maps=attention,
+        shown_on=display,
+        opacity=opacity,
         gates=[(infos[k], v) for k, v in result.gates.items() if k in infos],
         channel_weights=[(infos[k], v) for k, v in result.channel_weights.items() if k in infos],
         cam_reading=heat_reading(result.cam),
@@ -268,10 +306,10 @@ def analyse_loaded(
             views.append(TaskView(task=task, error=status.message or "no model loaded"))
             continue
         target = targets.get(task) if targets.get(task) in predictor.classes else None
-        key = (loaded.sha256, task, status.serial, cam_method, target, loaded.display.size)
+        key = (loaded.sha256, task, status.serial, cam_method, target, loaded.display_size)
 
         def compute(predictor: Predictor = predictor, target: str | None = target) -> Analysis:
-            return predictor.analyse(loaded.image, cam_method, target, map_size=loaded.display.size)
+            return predictor.analyse(loaded.image, cam_method, target, map_size=loaded.display_size)
 
         result = cache.get_or_compute(key, compute) if cache is not None else compute()
         views.append(_task_view(predictor, result, loaded.display, opacity))

@@ -58,6 +58,7 @@ class AnalyseSession:
     iiif_targets: dict[UploadItem, Target] = field(default_factory=dict)  # items opened by URL -> their IIIF target
     similar: dict[tuple[str, str, str], list[SimilarCard]] = field(default_factory=dict)  # (sha, task, version)
     page: tuple[tuple[str, str, float], PageView | None] | None = None  # ((sha, version, opacity), page view)
+    research_open: set[str] = field(default_factory=set)  # tasks whose researchers' section is open in the page
 
 
 @dataclass
@@ -76,6 +77,7 @@ class TaskPanel:
     notes: gr.Markdown
     channels: gr.Plot
     similar: gr.Gallery  # updated apart from :meth:`components` (see :func:`similar_update`)
+    research: gr.Accordion  # the researchers' section: opening it draws the attention overlays
 
     def components(self) -> list[gr.components.Component | gr.Column]:
         return [self.column, self.summary, self.chart, self.compare, self.scroll, self.explain, self.attention,
@@ -86,8 +88,11 @@ class TaskPanel:
         return [gr.Column(visible=False), "", None, None, "", gr.Dropdown(choices=[], value=None), [], "", None, ""]
 
     @staticmethod
-    def shown(view: TaskView, display: Image.Image, card: dict[str, Any] | None, lang: str) -> list[Any]:
-        """Updates for one task's result in ``lang`` (``card``: the model's card, for display names)."""
+    def shown(view: TaskView, display: Image.Image, card: dict[str, Any] | None, lang: str,
+              research_open: bool = False) -> list[Any]:
+        """Updates for one task's result in ``lang`` (``card``: the model's card, for display
+        names). The attention overlays are drawn only when the researchers' section is open
+        (``research_open``); opening it draws them (:func:`attention_gallery`)."""
         title = f"### {pick((get_task(view.task).title.en, get_task(view.task).title.zh), lang)}"
         if view.error:
             return [gr.Column(visible=True), f'<div class="ink-error">{html.escape(view.error)}</div>', None, None, "",
@@ -100,9 +105,15 @@ class TaskPanel:
                                   t(lang, "chart")),
                 (display, view.cam_overlay), scroll_html(display, view.cam_overlay, lang),
                 gr.Dropdown(choices=[(names[c], c) for c in view.classes], value=view.cam_target),
-                [(image, info.caption[i]) for image, info in view.attention_overlays],
+                attention_gallery(view, lang) if research_open else [],
                 researcher_notes(view, lang),
                 None if channels is None else channel_chart(channels[1], channels[0].caption[i]), title]
+
+
+def attention_gallery(view: TaskView, lang: str) -> list[tuple[Image.Image, str]]:
+    """Gallery value of a task's attention overlays, captioned in ``lang`` (drawn here)."""
+    i = 1 if lang == "zh" else 0
+    return [(image, info.caption[i]) for image, info in view.attention_overlays]
 
 
 def similar_update(cards: list[SimilarCard], task: str, lang: str) -> list[tuple[Image.Image, str]]:
@@ -271,7 +282,7 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
                         channels = relabel.label(gr.Plot(label=I18N("channels"), elem_id=f"ink-channels-{task}"),
                                                  "channels")
                 panels.append(TaskPanel(task, column, title, summary, chart, compare, scroll, explain, attention,
-                                        notes, channels, similar))
+                                        notes, channels, similar, more))
     assert page_section is not None, "the task registry has no calligrapher task"
     session = gr.State(AnalyseSession(), time_to_live=session_ttl_s())
     panel_outputs = [c for p in panels for c in p.components()]
@@ -295,12 +306,11 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
         if state.loaded is None or state.loaded_item != item:
             state.current, state.loaded_item, record = None, item, True
             state.similar, state.page = {}, None
+            state.loaded = None  # until this image is analysed (its display copy is made meanwhile)
             try:
                 loaded = load_upload(item.read_bytes(), item.name)
             except ImageError as err:
-                state.loaded = None
                 return [f"**{item.name}**: {err}", state, *no_task, *hidden]
-            state.loaded = PIXELS.remember(loaded)
         else:
             stored = actions.store.data_dir / state.current.image_path if state.current else None
             try:
@@ -308,11 +318,14 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
             except ImageError as err:
                 return [f"**{item.name}**: {err}", state, *no_task, *hidden]
         analysis = analyse_loaded(hub, loaded, domain_choice, method, state.targets, float(alpha), cache)
+        if state.loaded is None:
+            state.loaded = PIXELS.remember(loaded)
         if record or state.current is None:
             state.current = actions.record_analysis(loaded, analysis, state.current, state.logged)
         views = {v.task: v for v in analysis.tasks}
         cards = {task: (hub.predictor(task).card if hub.predictor(task) else None) for task in views}
-        updates = [u for p in panels for u in (TaskPanel.shown(views[p.task], analysis.display, cards[p.task], lang)
+        updates = [u for p in panels for u in (TaskPanel.shown(views[p.task], analysis.display, cards[p.task], lang,
+                                                               p.task in state.research_open)
                                                if p.task in views else TaskPanel.hidden())]
         updates += [similar_update(similar_for(with_bytes(loaded, state), views[p.task], state), p.task, lang)
                     if p.task in views else [] for p in panels]
@@ -357,7 +370,7 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
     def on_upload(paths: list[str] | None, domain_choice: str, method: str, alpha: float, lang: str,
                   state: AnalyseSession) -> list[Any]:
         items, problems = expand_uploads(paths or [])
-        state = AnalyseSession(items=items)
+        state = AnalyseSession(items=items, research_open=state.research_open)
         out = render(state, domain_choice, method, alpha, lang)
         if problems:
             out[0] = "  \n".join([*problems, out[0]])
@@ -374,18 +387,48 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
             gr.Warning(message)
             return [gr.update(), message, *[gr.update() for _ in outputs[1:]]]
         items = [o.item for o in opened]
-        state = AnalyseSession(items=items, iiif_targets={o.item: o.target for o in opened})
+        state = AnalyseSession(items=items, iiif_targets={o.item: o.target for o in opened},
+                               research_open=state.research_open)
         return [thumbnails(items), *render(state, domain_choice, method, alpha, lang)]
 
-    def shown_image(state: AnalyseSession) -> Any:
-        """The decoded image on screen (None when there is none or it can no longer be read)."""
+    def shown_pixels(state: AnalyseSession) -> LoadedImage | None:
+        """The decoded image on screen, without its bytes (None when there is none or it can
+        no longer be read)."""
         if state.current is None or state.loaded is None or state.loaded_item is None:
             return None
         item, stored = state.loaded_item, data_dir / state.current.image_path
         try:
-            return with_bytes(PIXELS.loaded(state.loaded, lambda: decode_again(item, stored)), state)
+            return PIXELS.loaded(state.loaded, lambda: decode_again(item, stored))
         except (ImageError, OSError):
             return None
+
+    def shown_image(state: AnalyseSession) -> LoadedImage | None:
+        """The decoded image on screen with its bytes (None as for :func:`shown_pixels`)."""
+        loaded = shown_pixels(state)
+        try:
+            return None if loaded is None else with_bytes(loaded, state)
+        except OSError:
+            return None
+
+    def on_research(task: str) -> Callable[..., list[Any]]:
+        """The researchers' section of ``task`` opened: remember it (later images draw their
+        attention overlays up front) and draw them for the image on screen. The analysis
+        comes from :class:`AnalysisCache`, so no model runs again."""
+        def opened(domain_choice: str, method: str, alpha: float, lang: str, state: AnalyseSession) -> list[Any]:
+            state.research_open.add(task)
+            loaded = shown_pixels(state)
+            if loaded is None:
+                return [[], state]
+            analysis = analyse_loaded(hub, loaded, domain_choice, method, state.targets, float(alpha), cache)
+            view = next((v for v in analysis.tasks if v.task == task), None)
+            return [attention_gallery(view, lang) if view is not None else [], state]
+        return opened
+
+    def on_research_closed(task: str) -> Callable[[AnalyseSession], AnalyseSession]:
+        def closed(state: AnalyseSession) -> AnalyseSession:
+            state.research_open.discard(task)
+            return state
+        return closed
 
     def on_export_record(lang: str, state: AnalyseSession) -> list[str] | None:
         loaded = shown_image(state)
@@ -437,7 +480,7 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
         if record is None:
             return render(state, domain_choice, method, alpha, lang)
         item = UploadItem(str(record.get("name") or sha[:12]), actions.store.data_dir / record["image_path"])
-        state = AnalyseSession(items=[item], from_queue=(task, sha))
+        state = AnalyseSession(items=[item], from_queue=(task, sha), research_open=state.research_open)
         return render(state, domain_choice, method, alpha, lang)
 
     def on_correct_task(task: str, lang: str, state: AnalyseSession) -> Any:
@@ -486,6 +529,8 @@ def build_analyse_tab(actions: CurationActions, cache: AnalysisCache, relabel: R
     lang.change(on_options, options, outputs, api_name=False)
     for panel in panels:
         panel.explain.input(on_explain, [*options, *[p.explain for p in panels]], outputs, api_name=False)
+        panel.research.expand(on_research(panel.task), options, [panel.attention, session], api_name=False)
+        panel.research.collapse(on_research_closed(panel.task), session, session, api_name=False)
     correct_task.input(on_correct_task, [correct_task, lang, session], correct_label, api_name=False)
     submit.click(on_submit, [correct_task, correct_label, *signin.credentials, note, lang, session], correct_message,
                  api_name="submit_correction").then(next_in_queue, [*options, correct_message], outputs,

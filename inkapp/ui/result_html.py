@@ -101,7 +101,7 @@ def researcher_notes(view: TaskView, lang: str) -> str:
     sentence of what it means (from the model's explanation contract)."""
     i = 1 if lang_of(lang) == "zh" else 0
     lines = [f"- **{html.escape(info.caption[i])}** — {html.escape(info.meaning[i])}" for _, info in
-             view.attention_overlays]
+             view.attention_maps]
     lines += [f"- **{html.escape(info.caption[i])} = {value:.2f}** — {html.escape(info.meaning[i])}"
               for info, value in view.gates]
     lines += [f"- **{html.escape(info.caption[i])}** — {html.escape(info.meaning[i])}"
