@@ -152,6 +152,9 @@ def test_ensemble_command_then_evaluate_and_predict(tmp_path: Path, labelled_dat
     metrics = json.loads((ens / "metrics.json").read_text())
     assert [m["seed"] for m in metrics["members"]] == [0, 1]
     assert metrics["ensemble"]["test"]["n"] == card["metrics"]["n"] == len(json.loads((ens / "split.json").read_text())["test"])
+    readme = (ens / "README.md").read_text()  # the model card names every member's seed, recipe and figures
+    assert "seed ensemble" in readme and "--ensemble" in readme
+    assert readme.count("| `members/") == 2 and f"**{card['metrics']['accuracy']:.4f}**" in readme
     capsys.readouterr()
     assert inkapp_main(["evaluate", "--task", "calligrapher", "--data", str(data), "--weights", str(ens)]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 24

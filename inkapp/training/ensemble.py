@@ -37,6 +37,7 @@ from ..store.files import atomic_write_text
 from .figures import write_figures
 from .metrics import classification_metrics
 from .run import uncertainty_threshold
+from .ship import calibration_markdown
 
 FIGURE_KEYS = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_auc", "per_class",
                "confusion_matrix", "confusion_matrix_normalised")
@@ -69,6 +70,58 @@ def view_figures(model: torch.nn.Module, data: dict[str, tuple[torch.Tensor, np.
             p = probs[(part, flip)] = score_canvases(model, canvases, replace(spec, tta_hflip=flip)).numpy()
             entry[f"{part}{'_hflip' if flip else ''}"] = _short(classification_metrics(y, p, classes))
     return entry, probs
+
+
+def _figure(entry: dict[str, Any] | None) -> str:
+    return "–" if not entry else f"{entry['accuracy']:.4f} / {entry['macro_f1']:.4f}"
+
+
+def ensemble_card_markdown(card: dict[str, Any], figures: dict[str, Any]) -> str:
+    """The ensemble folder's README: members with recipe, seed and figures (validation and
+    test, with and without the flip view), the ensemble's test figures, calibration."""
+    m = card["metrics"]
+    view = "upright + mirrored" if card["preprocessing"].get("tta_hflip") else "upright only"
+    rows = []
+    for i, (entry, member) in enumerate(zip(card["members"], figures["members"])):
+        train = (entry.get("recipe") or {}).get("train", {})
+        rows.append(f"| {i} | `{entry['folder']}` | {entry['seed']} | {entry['arch']} / {entry['backbone']}, "
+                    f"{train.get('epochs')} epochs, augment {train.get('augment')} | {_figure(member.get('val'))} | "
+                    f"{_figure(member.get('val_hflip'))} | {_figure(member.get('test'))} | "
+                    f"{_figure(member.get('test_hflip'))} |")
+    per = "\n".join(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+                    for c, v in m["per_class"].items())
+    e = figures["ensemble"]
+    sc = card.get("storage_check", {})
+    return f"""# {card['task']} — seed ensemble, model card
+
+* **Version:** `{card['version']}` (created {card['created']}, inkapp {card['inkapp_version']})
+* **What it is:** the mean of {len(card['members'])} members' softmax probabilities, each member scoring
+  {view}; {card['architecture']}. Heat maps come from member {card['ensemble']['cam_member']}
+  ({card['ensemble']['cam_member_rule']}).
+* **Use:** `inkapp scan DIR --task {card['task']} --ensemble --out results.csv` (or `--weights` with this folder
+  for `evaluate` and `predict`). It costs about {len(card['members']) * (2 if card['preprocessing'].get('tta_hflip') else 1)}
+  forward passes per image, so the app keeps the single model one folder up.
+* **Split:** the single model's (`split.json`, identical): every figure below is on the same held-out test images.
+* **Stored as:** float16 members (largest {sc.get('largest_member_bytes', 0) / 2**20:.1f} MiB; fp16 max probability
+  change on the test split {sc.get('max_abs_prob_diff_fp16', float('nan')):.2e}, predictions changed
+  {sc.get('predictions_changed_fp16', 'n/a')}).
+
+## Members (accuracy / macro-F1)
+
+| # | folder | seed | recipe | val | val, flip | test | test, flip |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+| | **ensemble** ({view}) | | | **{_figure(e['val'])}** | | **{_figure(e['test'])}** | |
+
+## Test split (held out, never seen in training)
+
+n = {m['n']}; accuracy **{m['accuracy']:.4f}**; macro precision {m['macro_precision']:.4f}; macro recall
+{m['macro_recall']:.4f}; macro F1 **{m['macro_f1']:.4f}**; macro one-vs-rest AUC {m['macro_auc']:.4f}.
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{per}
+""" + (f"\n{calibration_markdown(card)}" if card.get("calibration") else "")
 
 
 def build_ensemble(runs: list[str | Path], out: str | Path, tta_hflip: bool = True,
@@ -145,6 +198,7 @@ def build_ensemble(runs: list[str | Path], out: str | Path, tta_hflip: bool = Tr
     figures.update(ensemble={"val": _short(val_m), "test": _short(test_m), "tta_hflip": tta_hflip, "cam_member": cam},
                    storage_check=check, calibration=calibration and calibration["test"])
     atomic_write_text(tmp / "metrics.json", json.dumps(figures, indent=1))
+    atomic_write_text(tmp / "README.md", ensemble_card_markdown({**card_doc, "storage_check": check}, figures))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
