@@ -366,6 +366,8 @@ def decode_image(
             out = _decode_opened(im, fmt)
         if reduce_to is not None:
             out.thumbnail((reduce_to, reduce_to))
+        if out is im:
+            im.fp = None  # decoded: the image no longer needs (or keeps alive) a reader of the source bytes
     finally:
         if out is not im:  # a decoded RGB/L image is returned as it is: its pixels stay alive
             im.close()
