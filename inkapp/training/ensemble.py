@@ -85,7 +85,8 @@ def ensemble_card_markdown(card: dict[str, Any], figures: dict[str, Any]) -> str
     for i, (entry, member) in enumerate(zip(card["members"], figures["members"])):
         train = (entry.get("recipe") or {}).get("train", {})
         rows.append(f"| {i} | `{entry['folder']}` | {entry['seed']} | {entry['arch']} / {entry['backbone']}, "
-                    f"{train.get('epochs')} epochs, augment {train.get('augment')} | {_figure(member.get('val'))} | "
+                    f"{train.get('epochs')} epochs, augment {train.get('augment')}, class balance "
+                    f"{train.get('class_balance')} | {_figure(member.get('val'))} | "
                     f"{_figure(member.get('val_hflip'))} | {_figure(member.get('test'))} | "
                     f"{_figure(member.get('test_hflip'))} |")
     per = "\n".join(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
