@@ -47,7 +47,9 @@ where more threads than free cores makes every parallel region wait):
 Where a task also ships a seed ensemble (``weights/<task>/ensemble``, what ``inkapp scan
 --ensemble`` runs), the same per-model figures of the ensemble are measured against the same
 trunk and reported under ``ensembles.<task>`` (with ``members`` and ``tta_hflip``); they have
-no targets, since the app and the checks use the single model.
+no targets, since the app and the checks use the single model. They are measured after every
+single model, one at a time; ``peak_rss_mb`` is read before them and
+``ensembles_peak_rss_mb`` (the process's peak including them) after.
 
 Global figures: ``peak_rss_mb`` — peak resident memory of the bench process in MiB
 with every model loaded and exercised; ``scan_worker_peak_rss_mb`` — the largest peak
@@ -61,6 +63,7 @@ figure that could not be measured is ``null`` and its reason is in ``reasons``.
 """
 from __future__ import annotations
 
+import gc
 import importlib.util
 import io
 import json
@@ -494,19 +497,26 @@ def measure(tasks: list[str] | None = None, quick: bool = False, threads: int | 
             figures, model_reasons = bench_model(predictor, folders[task], settings, scan_folder, work)
             doc["models"][task] = figures
             reasons.update({f"{task}.{k}": v for k, v in model_reasons.items()})
+        # the checked memory figures are the single models' (what the app and `scan` load) ...
+        single_rss, single_workers = peak_rss_mb(), peak_rss_mb(children=True)
+        predictors.clear()
+        gc.collect()
+        for task in folders:  # ... the ensembles come after, one at a time, reported apart
             ensemble = shipped_ensemble(task)
-            if (ensemble / "card.json").is_file():  # reported beside the single model, no targets
+            if (ensemble / "card.json").is_file():
                 log(f"measuring the {task} ensemble from {ensemble}")
                 members = Predictor.from_folder(ensemble, device)
-                figures, model_reasons = bench_model(members, ensemble, settings, scan_folder, work)
+                figures, model_reasons = bench_model(members, ensemble, settings, work / f"collection-{task}", work)
                 figures["members"], figures["tta_hflip"] = len(members.card["members"]), members.scoring.tta_hflip
                 doc["ensembles"][task] = figures
                 reasons.update({f"{task}.ensemble.{k}": v for k, v in model_reasons.items()})
                 del members
+                gc.collect()
+        if doc["ensembles"]:
+            doc["ensembles_peak_rss_mb"] = peak_rss_mb()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    doc["peak_rss_mb"] = peak_rss_mb()
-    doc["scan_worker_peak_rss_mb"] = peak_rss_mb(children=True)  # before the app's start adds a child
+    doc["peak_rss_mb"], doc["scan_worker_peak_rss_mb"] = single_rss, single_workers  # before the app's start
     if doc["peak_rss_mb"] is None:
         reasons["peak_rss_mb"] = reasons["scan_worker_peak_rss_mb"] = "the resource module is not available"
     elif not doc["models"]:
@@ -566,7 +576,8 @@ def render_table(doc: dict[str, Any]) -> str:
                   f"app RSS {_fmt(doc['app_rss_mb'], 0)} MiB"]
     if doc["ensembles"]:
         lines.append("ensembles (`inkapp scan --ensemble`; each member runs every view): reported against the bare "
-                     "trunk, no targets — the app and the checks use the single model")
+                     "trunk, no targets — the app and the checks use the single model; peak RSS with them "
+                     f"{_fmt(doc.get('ensembles_peak_rss_mb'), 0)} MiB")
     lines += ["", "targets:"]
     for c in doc["checks"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[c["pass"]]
