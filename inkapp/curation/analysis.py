@@ -257,11 +257,16 @@ def dynasty_probabilities(probabilities: dict[str, float], dynasty_of: dict[str,
     return sorted(totals.items(), key=lambda kv: -kv[1])
 
 
+def spatial_maps(predictor: Predictor, result: Analysis) -> list[tuple[np.ndarray, MapInfo]]:
+    """The model's declared spatial attention maps in ``result`` (display size, [0, 1]) with
+    their declarations, in declaration order: what the researchers' section draws."""
+    return [(result.attention[name], info) for name, info in map_infos(predictor.model).items()
+            if info.kind == "spatial" and name in result.attention]
+
+
 def _task_view(predictor: Predictor, result: Analysis, display: Image.Image, opacity: float) -> TaskView:
     p = result.prediction
     infos = map_infos(predictor.model)
-    attention = [(result.attention[name], info)
-                 for name, info in infos.items() if info.kind == "spatial" and name in result.attention]
     return TaskView(
         task=predictor.task,
         model_version=predictor.version,
@@ -276,7 +281,7 @@ def _task_view(predictor: Predictor, result: Analysis, display: Image.Image, opa
         cam_method=result.cam_method,
         cam_target=result.cam_target,
         cam_overlay=overlay(display, result.cam, opacity, COLORMAP),
-        attention_maps=attention,
+        attention_maps=spatial_maps(predictor, result),
         shown_on=display,
         opacity=opacity,
         gates=[(infos[k], v) for k, v in result.gates.items() if k in infos],

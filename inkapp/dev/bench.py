@@ -82,9 +82,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from inkapp.curation.analysis import load_upload
-from inkapp.data.images import decode_image, load_image
-from inkapp.explain.contract import map_infos
+from inkapp.curation.analysis import load_upload, spatial_maps
+from inkapp.data.images import load_image
 from inkapp.explain.overlay import overlay
 from inkapp.device import default_device, usable_cores
 from inkapp.inference import Predictor
@@ -221,9 +220,7 @@ def _draft_decode(data: bytes, min_side: int) -> Image.Image:
 def _attention_overlays(predictor: Predictor, result: Any, image: Image.Image) -> list[Image.Image]:
     """The declared spatial attention maps over ``image``: drawn by the app only when a
     researcher opens that section (:attr:`inkapp.curation.analysis.TaskView.attention_overlays`)."""
-    infos = map_infos(predictor.model)
-    return [overlay(image, result.attention[name]) for name, info in infos.items()
-            if info.kind == "spatial" and name in result.attention]
+    return [overlay(image, heat) for heat, _ in spatial_maps(predictor, result)]
 
 
 def _analysis(predictor: Predictor, data: bytes) -> dict[str, float]:
