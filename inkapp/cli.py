@@ -178,7 +178,7 @@ def _scan_duplicates(args: argparse.Namespace) -> None:
     from .scan import batch_for
 
     predictor = Predictor.from_folder(_scan_folder(args))
-    batch = batch_for(predictor.preprocessor.size, args.batch_pixels, args.batch_size)
+    batch = batch_for(predictor.preprocessor.size, args.batch_pixels, args.batch_size, predictor.device)
     shas, errors = index_scan(args.dir, args.out, args.task, predictor=predictor, batch_size=batch)
     for message in errors:
         print(message, file=sys.stderr)
@@ -367,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=None,
                    help="at most this many images per batch (default: as many as --batch-pixels allows)")
     s.add_argument("--batch-pixels", type=int, default=None,
-                   help="model-input pixels per batch, which bounds memory at every input size (default 2**21: "
-                        "32 images at 256 px, 8 at 512 px)")
+                   help="model-input pixels per batch, which bounds memory at every input size (default on CPU "
+                        "2**18: 4 images at 256 px, 1 at 512 px; on CUDA 2**24: 64 images at 512 px)")
     s.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default: every core on CUDA; cores - 1, at most 4, on CPU)")
     s.add_argument("--duplicates", action="store_true",

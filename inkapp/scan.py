@@ -9,8 +9,9 @@
   use :meth:`inkapp.inference.Predictor.probabilities`).
 * Batches are bounded by pixels, not by count: a batch holds at most
   ``batch_pixels`` model-input pixels (:func:`batch_for`; default
-  :data:`DEFAULT_BATCH_PIXELS`, 32 canvases at 256 px, 8 at 512 px, 128 at 128 px), so
-  the forward pass's memory is the same at every input size.
+  :func:`default_batch_pixels`: on CPU 2**18, 4 canvases at 256 px, 1 at 512 px, 16 at
+  128 px; on CUDA 2**24, 64 canvases at 512 px), so the forward pass's memory is the same
+  at every input size.
 * One worker call decodes a whole batch (the :class:`ScanDataset` item is a list of
   files -> one stacked uint8 tensor): one process hop per batch, not per image; each
   file is read once (hash and decode from the same bytes). On CUDA the batches come
@@ -60,11 +61,18 @@ FIXED_COLUMNS = ("path", "sha256", "label", "confidence", "uncertain", "answer_s
 ERROR_COLUMN = "error"
 PROBABILITY_PREFIX = "p_"
 PART_SUFFIX = ".part"
-#: Model-input pixels per batch by default (2**21 = 32 canvases of 256×256). Measured on
-#: the shipped EfficientNet-Lite0 models (CPU, inference mode): a forward pass adds ~270
-#: bytes per input pixel to the peak RSS (+566 MiB for 8 canvases of 512 px, +290 MiB for
-#: 4), so ~0.55 GiB per batch at this budget, on top of ~0.9 GiB for torch and inkapp.
-DEFAULT_BATCH_PIXELS = 1 << 21
+#: Model-input pixels per batch on CPU by default (2**18 = 4 canvases of 256×256). A forward
+#: pass of the shipped EfficientNet-Lite0 models (inference mode) adds ~270 bytes per input
+#: pixel to the peak RSS (+566 MiB for 8 canvases of 512 px), on top of ~0.9 GiB for torch
+#: and inkapp, so ~70 MiB per batch here. Smaller batches are also FASTER on a CPU (the
+#: activations stay in cache): on the 2-core development machine, 2 torch threads, the
+#: shipped models ran 44 / 47 / 32 images/s at 4 / 8 / 32 canvases of 256 px, 13.5 / 11.1 at
+#: 1 / 4 of 512 px, 226 / 179 / 154 at 16 / 32 / 128 of 128 px; `inkapp scan` ran 20-50 %
+#: more images/s at 2**18 than at the 2**21 used before (docs/PERFORMANCE.md).
+CPU_BATCH_PIXELS = 1 << 18
+#: On CUDA: 2**24 = 64 canvases of 512 px, 256 of 256 px (a GPU wants wide batches; issue 18
+#: measures GPU throughput at batch 64). Not yet measured on a GPU by this project.
+CUDA_BATCH_PIXELS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -139,11 +147,19 @@ def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
         stop.set()
 
 
-def batch_for(image_size: int, batch_pixels: int | None = None, cap: int | None = None) -> int:
+def default_batch_pixels(device: torch.device | None = None) -> int:
+    """Model-input pixels per batch by default on ``device`` (None: :func:`default_device`):
+    :data:`CUDA_BATCH_PIXELS` on CUDA, :data:`CPU_BATCH_PIXELS` elsewhere."""
+    device = device if device is not None else default_device()
+    return CUDA_BATCH_PIXELS if device.type == "cuda" else CPU_BATCH_PIXELS
+
+
+def batch_for(image_size: int, batch_pixels: int | None = None, cap: int | None = None,
+              device: torch.device | None = None) -> int:
     """Canvases per batch: as many ``image_size``×``image_size`` canvases as fit in
-    ``batch_pixels`` pixels (default :data:`DEFAULT_BATCH_PIXELS`; at least 1 canvas),
-    and at most ``cap`` when given."""
-    batch_pixels = DEFAULT_BATCH_PIXELS if batch_pixels is None else batch_pixels
+    ``batch_pixels`` pixels (None: :func:`default_batch_pixels` of ``device``; at least 1
+    canvas), and at most ``cap`` when given."""
+    batch_pixels = default_batch_pixels(device) if batch_pixels is None else batch_pixels
     if batch_pixels < 1:
         raise ValueError(f"batch pixels must be >= 1, got {batch_pixels}")
     if cap is not None and cap < 1:
@@ -311,7 +327,7 @@ def scan(
 ) -> ScanSummary:
     """Classify every image under ``root`` not yet in ``out`` and append one row per image.
 
-    ``batch_pixels`` — model-input pixels per batch (None: :data:`DEFAULT_BATCH_PIXELS`); ``batch_size`` — an optional upper
+    ``batch_pixels`` — model-input pixels per batch (None: :func:`default_batch_pixels`); ``batch_size`` — an optional upper
     bound on images per batch (:func:`batch_for`). ``workers`` — decoding processes
     (0 = decode in this process, on a thread that runs one batch ahead of the model,
     :func:`prefetched`; None = :func:`default_workers`). ``rank``/``world_size``/``barrier`` — this process's share
@@ -319,7 +335,7 @@ def scan(
     ``out``, every rank writes ``<out>.part<rank>`` and rank 0 merges them at the end.
     ``progress`` — show a tqdm bar on stderr (rank 0 only).
     """
-    batch = batch_for(predictor.preprocessor.size, batch_pixels, batch_size)
+    batch = batch_for(predictor.preprocessor.size, batch_pixels, batch_size, predictor.device)
     if world_size > 1 and barrier is None:
         raise ValueError("a distributed scan needs a barrier")
     root, out = Path(root), Path(out)

@@ -22,7 +22,7 @@ from inkapp.dev.bench import GLOBAL_FIGURES, MODEL_FIGURES, TARGETS
 from inkapp.explain.overlay import colorize, overlay
 from inkapp.cli import main
 from inkapp.data.preprocess import Preprocessor
-from inkapp.models import build_model, save_model
+from inkapp.models import build_model, load_model, save_model
 from inkapp.inference import Predictor
 from inkapp.models.ensemble import save_ensemble
 from inkapp.scan import ScanDataset, batch_for, columns, prefetched, repair_csv, scan
@@ -79,9 +79,9 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
     weights = tmp_path / "weights"
     make_model(weights / TASK)
-    members = [Predictor.from_folder(make_model(tmp_path / f"member{i}"), "cpu") for i in range(2)]
-    save_ensemble([p.model for p in members], [p.card for p in members], weights / TASK / "ensemble",
-                  {**members[0].card, "version": "test-ensemble"}, cam_member=0)
+    members = [load_model(make_model(tmp_path / f"member{i}")) for i in range(2)]
+    save_ensemble([m for m, _ in members], [c for _, c in members], weights / TASK / "ensemble",
+                  {**members[0][1], "version": "test-ensemble"}, cam_member=0)
     out = tmp_path / "bench.json"
     cmd = ["-m", "inkapp", "bench", "--quick", "--json", "--threads", "1", "--out", str(out)]
     proc = subprocess.run([sys.executable, *cmd],
@@ -171,16 +171,16 @@ def test_scan_ensemble_flag_uses_the_shipped_ensemble_or_says_there_is_none(
     assert "no ensemble is shipped for painting-subject" in capsys.readouterr().err and not out.exists()
     torch.manual_seed(1)
     other = build_model({"arch": "inkfusion", "num_classes": len(CLASSES), "pretrained": None, "image_size": SIZE})
-    single = Predictor.from_folder(weights / TASK, "cpu")
-    save_ensemble([single.model, other], [single.card, single.card], weights / TASK / "ensemble",
-                  {**single.card, "version": "test-ensemble"}, cam_member=0)
+    single, card = load_model(weights / TASK)
+    save_ensemble([single, other], [card, card], weights / TASK / "ensemble",
+                  {**card, "version": "test-ensemble"}, cam_member=0)
     assert main(["scan", str(folder), "--task", TASK, "--out", str(out), "--ensemble", "--workers", "0"]) == 0
-    ensemble = Predictor.from_folder(weights / TASK / "ensemble", "cpu")
+    ensemble, alone = Predictor.from_folder(weights / TASK / "ensemble", "cpu"), Predictor.from_folder(weights / TASK, "cpu")
     for row in read_rows(out):
         expected = ensemble.predict([Image.open(folder / row["path"])])[0].probabilities
         assert max(abs(float(row[f"p_{c}"]) - p) for c, p in expected.items()) < 1e-5
         assert max(abs(float(row[f"p_{c}"]) - p) for c, p in
-                   single.predict([Image.open(folder / row["path"])])[0].probabilities.items()) > 1e-4
+                   alone.predict([Image.open(folder / row["path"])])[0].probabilities.items()) > 1e-4
     assert main(["scan", str(folder), "--task", TASK, "--out", str(out), "--ensemble",
                  "--weights", str(weights / TASK)]) == 2  # one source of weights only
 
@@ -261,10 +261,12 @@ def test_torchrun_two_processes_cover_every_file_once(tmp_path: Path, model: Pat
 
 
 def test_batches_are_bounded_by_pixels() -> None:
-    assert [batch_for(s) for s in (128, 256, 512)] == [128, 32, 8]  # 2**21 pixels by default
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [batch_for(s, device=cpu) for s in (128, 256, 512)] == [16, 4, 1]  # 2**18 pixels on CPU by default
+    assert [batch_for(s, device=cuda) for s in (128, 256, 512)] == [1024, 256, 64]  # 2**24 on CUDA
     assert batch_for(512, 512 * 512 * 3 + 5) == 3
-    assert batch_for(4096) == 1  # never empty
-    assert batch_for(128, cap=16) == 16 and batch_for(512, cap=16) == 8
+    assert batch_for(4096, device=cpu) == 1  # never empty
+    assert batch_for(128, cap=8, device=cpu) == 8 and batch_for(256, cap=8, device=cpu) == 4
     with pytest.raises(ValueError, match="batch pixels must be >= 1"):
         batch_for(128, 0)
     with pytest.raises(ValueError, match="batch size must be >= 1"):

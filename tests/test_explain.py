@@ -276,3 +276,31 @@ def test_overlay_treats_nan_as_cold_and_clips_out_of_range_heat() -> None:
     assert np.array_equal(np.asarray(overlay(image, heat, 0.7)), np.asarray(overlay(image, clean, 0.7)))
     assert np.array_equal(np.asarray(overlay(image, heat, 0.7))[0, :5], np.asarray(image)[0, :5])  # cold: untouched
     assert np.array_equal(heat_levels(heat), np.rint(clean * 255).astype(np.uint8))
+
+
+def test_cam_puts_a_training_model_in_eval_mode_and_leaves_an_eval_model_untouched(tmp_path: Path) -> None:
+    """The wrapper skips pytorch-grad-cam's recursive ``eval()`` only where the model is in
+    eval mode already; a model handed over in training mode still ends fully in eval mode
+    (dropout and batch-norm statistics frozen), as with the library's own call."""
+    model = build_model({"arch": "inkfusion", "num_classes": len(CLASSES), "pretrained": None, "image_size": SIZE})
+    x = torch.randn(1, 3, SIZE, SIZE)
+    model.train()
+    class_activation_map(model, x)
+    assert not any(m.training for m in model.modules())
+    calls: list[bool] = []
+    original = torch.nn.Module.train
+
+    def spy(module: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
+        calls.append(mode)
+        return original(module, mode)
+
+    torch.nn.Module.train = spy  # type: ignore[method-assign]
+    try:
+        eval_result = class_activation_map(model, x)
+    finally:
+        torch.nn.Module.train = original  # type: ignore[method-assign]
+    assert calls == [], "an eval-mode model is not walked again"
+    model.train()
+    train_result = class_activation_map(model, x)
+    np.testing.assert_allclose(train_result.heat, eval_result.heat, atol=1e-6)
+    torch.testing.assert_close(train_result.logits, eval_result.logits)

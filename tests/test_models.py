@@ -10,6 +10,7 @@ from PIL import Image
 from inkapp.models import (ModelLoadError, build_model, create_backbone, list_variants, load_model, read_card,
                            resolve_config, save_model)
 from inkapp.models.bam import BAM
+from inkapp.models.fold import CONV_BN_PAIRS, fold_batch_norms
 from inkapp.models.offline_weights import OfflineWeightsError, available, load_full_classifier
 
 DATA = Path(__file__).parent / "data"
@@ -193,3 +194,35 @@ def test_models_cli_lists_every_variant(capsys: pytest.CaptureFixture[str]) -> N
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == VARIANTS
     assert all(r["params"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("arch", VARIANTS)
+def test_folded_batch_norms_give_the_same_outputs(arch: str, tmp_path: Path) -> None:
+    """Folding (what every Predictor does) keeps logits, attention maps and the Grad-CAM
+    target layer's output to float rounding, with non-trivial norm statistics."""
+    model = small(arch).eval()
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=gen) * 0.5)
+            m.running_var.copy_(torch.rand(c, generator=gen) * 2 + 0.1)
+            m.weight.data.copy_(torch.randn(c, generator=gen))
+            m.bias.data.copy_(torch.randn(c, generator=gen) * 0.3)
+    x = torch.randn(2, 3, 96, 128, generator=gen)
+    with torch.no_grad():
+        logits, attention = model.forward_with_attention(x)
+        pairs = sum(len(p) for m in model.modules() for cls, p in CONV_BN_PAIRS.items() if isinstance(m, cls))
+        assert fold_batch_norms(model) == pairs
+        folded_logits, folded_attention = model.forward_with_attention(x)
+    assert pairs > 0 or arch == "smallcnn"
+    torch.testing.assert_close(folded_logits, logits, rtol=1e-4, atol=1e-4)
+    assert folded_attention.keys() == attention.keys()
+    for name in attention:
+        torch.testing.assert_close(folded_attention[name], attention[name], rtol=1e-4, atol=1e-4)
+    assert fold_batch_norms(model) == 0, "folding twice finds nothing left to fold"
+    if pairs:
+        with pytest.raises(ValueError, match="folded for inference"):
+            save_model(model, tmp_path / "folded", {"classes": ["a", "b", "c", "d"]})
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(small(arch).train())

@@ -22,8 +22,9 @@ where more threads than free cores makes every parallel region wait):
   ``attention_overlays_ms``, timed in the same loop, not part of ``analysis_ms``);
   ``analysis_breakdown_ms`` splits it into ``decode``, ``display``, ``analyse`` and ``overlay``;
 * ``baseline_throughput_ips`` / ``throughput_ips`` — images per second of the bare
-  trunk / the model at each batch size (8 and 32, each capped by the pixel budget
-  ``batch_pixels``, :func:`inkapp.scan.batch_for`: 8 and 8 at 512 px),
+  trunk / the model at each batch size (8 and 64, each capped by the pixel budget
+  ``batch_pixels``, :func:`inkapp.scan.default_batch_pixels` of the device unless set:
+  on CPU 2**18, so 4 at 256 px, 1 at 512 px, 8 and 16 at 128 px; on CUDA 8 and 64),
   ``inference_mode``;
 * ``scan_throughput_ips`` — images per second of :func:`inkapp.scan.scan` with the
   predictor ``inkapp scan`` uses (decoding workers, preprocessing, model, CSV) over a
@@ -90,7 +91,7 @@ from inkapp.inference import Predictor
 from inkapp.models import create_trunk
 from inkapp.paths import shipped_ensemble, shipped_weights, weights_root
 from inkapp.tasks import TASKS
-from inkapp.scan import DEFAULT_BATCH_PIXELS, batch_for, default_workers, scan
+from inkapp.scan import batch_for, default_batch_pixels, default_workers, scan
 from inkapp.dev.procs import AppStartError, serve_app
 
 #: figure -> (comparison, limit); ratios are per model, the others global.
@@ -133,21 +134,22 @@ class Settings:
     batch_sizes: tuple[int, ...]
     scan_images: int
     cold_start: bool
-    batch_pixels: int = DEFAULT_BATCH_PIXELS
+    batch_pixels: int | None = None
     scan_shrink: int = 1
 
     @classmethod
     def full(cls) -> "Settings":
-        return cls(runs=10, warmup=2, scroll=(1000, 3000), batch_sizes=(8, 32), scan_images=64, cold_start=True)
+        return cls(runs=10, warmup=2, scroll=(1000, 3000), batch_sizes=(8, 64), scan_images=64, cold_start=True)
 
     @classmethod
     def quick(cls) -> "Settings":
         return cls(runs=1, warmup=1, scroll=(300, 900), batch_sizes=(2, 4), scan_images=8, cold_start=False,
                    scan_shrink=4)
 
-    def batches(self, image_size: int) -> list[int]:
-        """The throughput batch sizes at ``image_size`` px, capped by the pixel budget (distinct, ascending)."""
-        return sorted({batch_for(image_size, self.batch_pixels, b) for b in self.batch_sizes})
+    def batches(self, image_size: int, device: torch.device) -> list[int]:
+        """The throughput batch sizes at ``image_size`` px on ``device``, capped by the pixel
+        budget (``batch_pixels``, None: the device's default; distinct, ascending)."""
+        return sorted({batch_for(image_size, self.batch_pixels, b, device) for b in self.batch_sizes})
 
     def scan_input(self, task: str) -> tuple[int, str, tuple[int, int]]:
         """(count, kind, (width, height) px) of the images in ``task``'s scan folder."""
@@ -311,7 +313,7 @@ def bench_model(predictor: Predictor, folder: Path, settings: Settings, scan_fol
     figures["analysis_breakdown_ms"] = {k: statistics.median(times[k]) * 1000 for k in stages}
     figures["attention_overlays_ms"] = statistics.median(times["attention"]) * 1000
 
-    batches = settings.batches(size)
+    batches = settings.batches(size, device)
     figures["batch_sizes"] = batches
     figures["throughput_ips"] = {}
     figures["baseline_throughput_ips"] = {} if trunk is not None else None
@@ -468,7 +470,8 @@ def measure(tasks: list[str] | None = None, quick: bool = False, threads: int | 
                     "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "settings": {"quick": quick, "runs": settings.runs, "warmup": settings.warmup,
                      "scroll_px": list(settings.scroll),
-                     "batch_sizes": list(settings.batch_sizes), "batch_pixels": settings.batch_pixels,
+                     "batch_sizes": list(settings.batch_sizes),
+                     "batch_pixels": settings.batch_pixels or default_batch_pixels(device),
                      "scan_images": settings.scan_images,
                      "scan_inputs": {t: [n, kind, list(px)] for t in wanted for n, kind, px in [settings.scan_input(t)]},
                      "scan_workers": default_workers(device)},

@@ -78,6 +78,16 @@ class LogitsOnly(nn.Module):
         logits, self.attention = self.model.forward_with_attention(x)
         return logits
 
+    def train(self, mode: bool = True) -> "LogitsOnly":
+        """pytorch-grad-cam calls ``eval()`` on the wrapper for every heat map, which walks
+        all of the model's modules (297 in Lite0, ~0.5 ms on the 2-core CPU). A model whose
+        top module is already in eval mode is left alone (:func:`class_activation_map`
+        requires eval mode); anything else goes through :meth:`nn.Module.train`."""
+        if mode or self.model.training:
+            return super().train(mode)
+        self.training = False
+        return self
+
 
 @dataclass(frozen=True)
 class CamResult:

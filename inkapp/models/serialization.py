@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..store.files import atomic_path, atomic_write_text
+from .fold import ActOnly
 from .registry import ModelConfig, build_model, resolve_config
 
 WEIGHTS_FILE = "model.safetensors"
@@ -36,7 +37,12 @@ class ModelLoadError(ValueError):
 
 def save_model(model: nn.Module, folder: str | Path, card: dict[str, Any], half: bool = False) -> Path:
     """Write the weights (large tensors as fp16 when ``half``, see :data:`HALF_MIN_NUMEL`) and ``card`` (which must hold ``classes``;
-    the model config is added under ``model``) to ``folder``."""
+    the model config is added under ``model``) to ``folder``. A model whose batch norms were
+    folded for inference (every :class:`inkapp.inference.Predictor` does that) is refused:
+    its weights no longer match its architecture."""
+    if any(isinstance(m, ActOnly) for m in model.modules()):
+        raise ValueError("this model's batch norms were folded for inference (inkapp.models.fold); "
+                         "save the model as load_model or training returns it")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {}
