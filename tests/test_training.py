@@ -191,3 +191,24 @@ def test_resume_continues_from_checkpoint(tmp_path: Path, tiny_data: Path) -> No
     r = subprocess.run(base + ["--resume"], check=True, env=_env(tmp_path), capture_output=True, text=True)
     assert "resumed from epoch 1" in r.stderr
     assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1, 2]
+
+
+def test_a_reused_split_is_kept_and_recorded_in_the_card(tmp_path: Path, tiny_data: Path) -> None:
+    """``--split`` keeps every listed file in its part, and the card and its README say the
+    split was reused (not made with the config's grouping)."""
+    from inkapp.training.ship import model_card_markdown
+
+    cfg = _tiny_config(tmp_path, tiny_data, epochs=1)
+    first, second = tmp_path / "first", tmp_path / "second"
+    subprocess.run([sys.executable, "-m", "inkapp", "train", "--config", str(cfg), "--out", str(first)],
+                   check=True, env=_env(tmp_path), capture_output=True)
+    subprocess.run([sys.executable, "-m", "inkapp", "train", "--config", str(cfg), "--out", str(second), "--seed", "3",
+                    "--split", str(first / "split.json")], check=True, env=_env(tmp_path), capture_output=True)
+    parts = [{part: sorted(Path(e["path"]).name for e in entries) for part, entries in
+              json.loads((run / "split.json").read_text()).items()} for run in (first, second)]
+    assert parts[0] == parts[1]
+    cards = [json.loads((run / "card.json").read_text()) for run in (first, second)]
+    assert "reused_from" not in cards[0]["training"]["split"]
+    assert cards[1]["training"]["split"]["reused_from"] == str(first / "split.json")
+    assert f"the split of `{first / 'split.json'}` reused" in model_card_markdown(cards[1])
+    assert "near-duplicates grouped" in model_card_markdown(cards[0])

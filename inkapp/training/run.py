@@ -74,8 +74,9 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
     """Train and evaluate one model as ``cfg`` says; returns {"metrics", "card", "out"}.
 
     ``split`` (indices into the prepared data) and ``data`` may be passed in to share them
-    between runs (cross-validation, ablations); otherwise a stratified near-duplicate-aware
-    split is made with ``cfg.split``.
+    between runs (cross-validation, ablations); otherwise ``split_file`` (a saved split.json,
+    e.g. the shipped model's) is reused, recorded in the card as ``training.split.reused_from``;
+    otherwise a stratified near-duplicate-aware split is made with ``cfg.split``.
     """
     t0 = time.time()
     out = Path(out)
@@ -85,6 +86,7 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
         data = prepare_data(cfg.data, cfg.task, mcfg.image_size, mcfg.grayscale, cfg.split.phash_threshold,
                             corrections, progress=progress and info.main, grouping=cfg.split.grouping)
     mcfg.num_classes = len(data.classes)
+    given_split = split is not None
     if split is None and split_file:
         split = load_split(split_file, data.samples)
     if split is None:
@@ -137,7 +139,9 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
         "metrics": {k: metrics[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_auc",
                                             "per_class", "confusion_matrix", "confusion_matrix_normalised")},
         "val_metrics": {k: val_metrics[k] for k in ("n", "accuracy", "macro_f1")},
-        "training": {**cfg.to_dict(), "best_epoch": max(history, key=lambda h: h["val_acc"])["epoch"] if history else 0,
+        "training": {**cfg.to_dict(), **({"split": {**cfg.to_dict()["split"], "reused_from": str(split_file)}}
+                                         if split_file and not given_split else {}),
+                     "best_epoch": max(history, key=lambda h: h["val_acc"])["epoch"] if history else 0,
                      "epochs_run": len(history), "wall_seconds": round(time.time() - t0, 1)},
         "data": {"source": data.summary.get("source"), "used": data.summary.get("used"),
                  "split_counts": _split_counts(data, split), "near_duplicate_groups": data.summary.get("near_duplicate_groups"),

@@ -75,6 +75,15 @@ def _crop_note(training: dict[str, Any]) -> str:
             "evaluation and the app see the whole canvas in one forward") if crop else ""
 
 
+def _split_note(split: dict[str, Any]) -> str:
+    """How the split was made: the config's grouping, or the split file a run reused (``--split``)."""
+    if split.get("reused_from"):
+        return (f"the split of `{split['reused_from']}` reused as it is (its own near-duplicate grouping "
+                "applies; images it does not list went to train)")
+    grouping = split.get("grouping", "strict")
+    return f"near-duplicates grouped\n  ({_GROUPING_NOTE.get(grouping, grouping)}) so none crosses the split"
+
+
 def _flag_note(card: dict[str, Any]) -> str:
     if card.get("calibration"):
         return "on calibrated probabilities, see the calibration section below"
@@ -101,8 +110,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
   normalised with mean {card['preprocessing']['mean']} / std {card['preprocessing']['std']};
   flip test-time augmentation: {card['preprocessing'].get('tta_hflip', False)}{_crop_note(t)}
 * **Classes:** {', '.join(card['classes'])}{dyn}
-* **Data:** {d['source']} — {d['used']} images used; split {splits}; near-duplicates grouped
-  ({_GROUPING_NOTE.get(t.get('split', {}).get('grouping', 'strict'), t.get('split', {}).get('grouping'))}) so none crosses the split
+* **Data:** {d['source']} — {d['used']} images used; split {splits}; {_split_note(t.get('split', {}))}
   ({d['near_duplicate_groups']} groups). Third-party research images,
   not redistributed.
 * **Training:** {t['epochs_run']} epochs run (best epoch {t['best_epoch']}), {t['wall_seconds']:.0f} s wall on the
