@@ -23,6 +23,7 @@ from inkapp.paths import data_dir as default_data_dir
 from inkapp.store.corrections import CorrectionStore
 
 from inkapp.curation.actions import CurationActions
+from . import gradio_cache
 from .analyse_tab import build_analyse_tab
 from inkapp.curation.analysis import AnalysisCache
 from inkapp.curation.hub import ModelHub
@@ -78,6 +79,7 @@ def build_actions(data_dir: Path | None = None, experts: Experts | None = None) 
 def build_app(actions: CurationActions | None = None) -> gr.Blocks:
     """The app's Blocks (Analyse, Review, Models tabs) over ``actions`` (default: :func:`build_actions`)."""
     actions = actions if actions is not None else build_actions()
+    gradio_cache.install()  # identical images returned by concurrent requests never truncate each other
     cache = AnalysisCache()
     relabel = Relabel()
     with gr.Blocks(title=TITLE, delete_cache=UPLOAD_CACHE_DELETE) as demo:
