@@ -43,7 +43,7 @@ where more threads than free cores makes every parallel region wait):
   default (contiguous) memory format, as when the targets were set; the model runs
   channels-last (:class:`~inkapp.inference.Predictor`). ``baseline_cl_forward_ms`` /
   ``baseline_cl_throughput_ips`` time a channels-last copy of the trunk with its batch
-  norms folded (:func:`inkapp.models.fold.fold_batch_norms`, as every Predictor does) in the same
+  norms folded (:func:`inkapp.models.fold.inference_form`, as every Predictor runs its model) in the same
   loops and ``ratios_channels_last_baseline`` holds the same ratios against it — the
   stricter comparison, reported, not checked.
 
@@ -78,6 +78,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -91,7 +92,7 @@ from inkapp.explain.overlay import overlay
 from inkapp.device import default_device, usable_cores
 from inkapp.inference import Predictor
 from inkapp.models import create_trunk
-from inkapp.models.fold import fold_batch_norms
+from inkapp.models.fold import inference_form
 from inkapp.paths import shipped_ensemble, shipped_weights, weights_root
 from inkapp.tasks import TASKS
 from inkapp.scan import batch_for, default_batch_pixels, default_workers, scan
@@ -283,9 +284,7 @@ def bench_model(predictor: Predictor, folder: Path, settings: Settings, scan_fol
                                "backbone": backbone, "image_size": size, "version": predictor.version}
     try:
         trunk = create_trunk(backbone, pretrained=None).to(device).eval()
-        trunk_cl = create_trunk(backbone, pretrained=None).to(device).eval()
-        fold_batch_norms(trunk_cl)  # the same inference form as the Predictor's model
-        trunk_cl = trunk_cl.to(memory_format=torch.channels_last)
+        trunk_cl = inference_form(create_trunk(backbone, pretrained=None).to(device))  # as the Predictor's model
         no_baseline = ""
     except Exception as err:  # e.g. smallcnn has no timm backbone
         trunk = trunk_cl = None
@@ -333,10 +332,10 @@ def bench_model(predictor: Predictor, folder: Path, settings: Settings, scan_fol
     for b in batches:
         xb = torch.randn(b, 3, size, size, device=device)
         xb_cl = xb.contiguous(memory_format=torch.channels_last)
-        fns: dict[str, Callable[[], Any]] = {"model": lambda: _inference(model, xb_cl)}
+        fns: dict[str, Callable[[], Any]] = {"model": partial(_inference, model, xb_cl)}
         if trunk is not None:
-            fns["baseline"] = lambda: _inference(trunk.forward_features, xb)
-            fns["baseline_cl"] = lambda: _inference(trunk_cl.forward_features, xb_cl)
+            fns["baseline"] = partial(_inference, trunk.forward_features, xb)
+            fns["baseline_cl"] = partial(_inference, trunk_cl.forward_features, xb_cl)
         if b == batches[-1]:  # the scan is timed in the same loop as the trunk it is compared with
             fns["scan"] = scan_once
         med = timed_medians(fns, runs, warmup, device)
@@ -344,7 +343,7 @@ def bench_model(predictor: Predictor, folder: Path, settings: Settings, scan_fol
         if trunk is not None:
             figures["baseline_throughput_ips"][str(b)] = b / med["baseline"]
             figures["baseline_cl_throughput_ips"][str(b)] = b / med["baseline_cl"]
-        del xb, xb_cl
+        del xb, xb_cl, fns  # the inputs are freed before the next, larger batch
     figures["scan_throughput_ips"] = settings.scan_input(predictor.task)[0] / med["scan"]
     figures["scan_hours_per_100k"] = 100_000 / figures["scan_throughput_ips"] / 3600
     figures["scan_batch"] = batches[-1]

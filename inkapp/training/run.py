@@ -86,8 +86,8 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
         data = prepare_data(cfg.data, cfg.task, mcfg.image_size, mcfg.grayscale, cfg.split.phash_threshold,
                             corrections, progress=progress and info.main, grouping=cfg.split.grouping)
     mcfg.num_classes = len(data.classes)
-    given_split = split is not None
-    if split is None and split_file:
+    reused_from = str(split_file) if split is None and split_file else None
+    if reused_from:
         split = load_split(split_file, data.samples)
     if split is None:
         split = split_indices([data.samples[i].label for i in range(len(data.samples))], data.groups,
@@ -123,6 +123,9 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
     except CalibrationError as err:  # e.g. a validation split too small for the 95 % sets
         calibration = None
         log(f"no calibration in the card: {err}")
+    training = cfg.to_dict()
+    if reused_from:
+        training["split"] = {**training["split"], "reused_from": reused_from}
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     card = {
         "task": cfg.task,
@@ -139,9 +142,7 @@ def run(cfg: TrainConfig, out: str | Path, corrections: str | Path | None = None
         "metrics": {k: metrics[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_auc",
                                             "per_class", "confusion_matrix", "confusion_matrix_normalised")},
         "val_metrics": {k: val_metrics[k] for k in ("n", "accuracy", "macro_f1")},
-        "training": {**cfg.to_dict(), **({"split": {**cfg.to_dict()["split"], "reused_from": str(split_file)}}
-                                         if split_file and not given_split else {}),
-                     "best_epoch": max(history, key=lambda h: h["val_acc"])["epoch"] if history else 0,
+        "training": {**training, "best_epoch": max(history, key=lambda h: h["val_acc"])["epoch"] if history else 0,
                      "epochs_run": len(history), "wall_seconds": round(time.time() - t0, 1)},
         "data": {"source": data.summary.get("source"), "used": data.summary.get("used"),
                  "split_counts": _split_counts(data, split), "near_duplicate_groups": data.summary.get("near_duplicate_groups"),
